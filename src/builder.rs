@@ -1,0 +1,310 @@
+//! [`Builder`]: every option of the pool, its default, and its validation.
+
+use std::time::Duration;
+
+use crate::client::{Body, Client};
+use crate::connect::{TcpConnector, TcpKeepalive};
+use crate::error::Error;
+use crate::layer::PoolLayer;
+
+/// Default [`Builder::idle_timeout`]: below the 5 s keep-alive of uvicorn and Node.js
+/// (and well below gunicorn's 2 s once the margin applies to a hint), so the client
+/// closes first against the common defaults.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default [`Builder::keep_alive_margin`].
+pub const DEFAULT_KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
+/// Default [`Builder::max_idle_per_origin`].
+pub const DEFAULT_MAX_IDLE_PER_ORIGIN: usize = 32;
+/// Default [`Builder::checkout_timeout`].
+pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Builder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The validated settings the pool runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct PoolConfig {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) keep_alive_margin: Duration,
+    pub(crate) max_idle_per_origin: usize,
+    pub(crate) max_connections_per_origin: Option<usize>,
+    pub(crate) checkout_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) max_requests_per_connection: Option<u64>,
+    pub(crate) check_before_reuse: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive_margin: DEFAULT_KEEP_ALIVE_MARGIN,
+            max_idle_per_origin: DEFAULT_MAX_IDLE_PER_ORIGIN,
+            max_connections_per_origin: None,
+            checkout_timeout: Some(DEFAULT_CHECKOUT_TIMEOUT),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            max_lifetime: None,
+            max_requests_per_connection: None,
+            check_before_reuse: true,
+        }
+    }
+}
+
+/// Configures and builds a [`Client`] (or a [`PoolLayer`] for a custom connector).
+///
+/// Every option has a default chosen so that the client closes idle connections before
+/// common servers do; [`build`](Builder::build) refuses inconsistent settings with an
+/// [`Error`] naming the option and the unit, and never panics.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+///
+/// let client: closefirst::Client<Full<Bytes>> = closefirst::Client::builder()
+///     .idle_timeout(Duration::from_secs(60))
+///     .keep_alive_margin(Duration::from_secs(1))
+///     .max_idle_per_origin(32)
+///     .max_connections_per_origin(256)
+///     .max_lifetime(Duration::from_secs(600))
+///     .max_requests_per_connection(1000)
+///     .tcp_keepalive(closefirst::TcpKeepalive::new().idle(Duration::from_secs(30)))
+///     .build()?;
+///
+/// let err = closefirst::Client::builder()
+///     .idle_timeout(Duration::from_secs(1))
+///     .keep_alive_margin(Duration::from_secs(2))
+///     .build::<Full<Bytes>>()
+///     .unwrap_err();
+/// assert!(err.is_config());
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: keep_alive_margin (2000 ms) must be smaller than idle_timeout (1000 ms)"
+/// );
+/// # Ok::<(), closefirst::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct Builder {
+    config: PoolConfig,
+    tcp: TcpConnector,
+}
+
+impl Builder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The longest a connection may sit idle in the pool before the client closes it.
+    ///
+    /// Keep it below the server's keep-alive timeout by at least the margin
+    /// (`server keep-alive >= idle_timeout + margin`): then the client always closes
+    /// first and never writes a request onto a connection the server is closing.
+    /// A server's `Keep-Alive: timeout` hint can only shorten it. Must be greater than
+    /// zero. Defaults to 4 seconds.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long before a server's announced `Keep-Alive: timeout` the client closes the
+    /// connection. Covers the network delay and the server's timer granularity: the
+    /// server's timer starts when it writes the response, the client's when it has read
+    /// it, and a FIN takes time to arrive. Must be smaller than `idle_timeout`.
+    /// Defaults to 1 second.
+    pub fn keep_alive_margin(mut self, margin: Duration) -> Self {
+        self.config.keep_alive_margin = margin;
+        self
+    }
+
+    /// How many idle connections to keep per origin; past it the least recently used
+    /// one is closed. `0` turns reuse off. Defaults to 32.
+    pub fn max_idle_per_origin(mut self, max: usize) -> Self {
+        self.config.max_idle_per_origin = max;
+        self
+    }
+
+    /// How many connections (idle, busy or connecting) one origin may have. Past it,
+    /// requests wait for a connection in arrival order, up to `checkout_timeout`.
+    /// Must be at least 1. Defaults to no limit.
+    pub fn max_connections_per_origin(mut self, max: usize) -> Self {
+        self.config.max_connections_per_origin = Some(max);
+        self
+    }
+
+    /// How long a request waits for a connection when `max_connections_per_origin` is
+    /// reached; then it fails with an error for which
+    /// [`is_timeout`](Error::is_timeout) is true. `None` waits indefinitely.
+    /// Defaults to 30 seconds.
+    pub fn checkout_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.checkout_timeout = timeout.into();
+        self
+    }
+
+    /// How long opening a connection may take (name resolution, TCP connect, and a
+    /// custom connector's own handshake). `None` for no limit. Defaults to 10 seconds.
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.connect_timeout = timeout.into();
+        self
+    }
+
+    /// The longest a connection is used, counted from when it was opened; a connection
+    /// past it is closed when its current response ends. Each connection's lifetime is
+    /// shortened by a random 0–10 % so that connections opened together are not all
+    /// replaced together. `None` for no limit. Defaults to no limit.
+    pub fn max_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
+        self.config.max_lifetime = lifetime.into();
+        self
+    }
+
+    /// The most requests one connection carries before the client closes it. Must be at
+    /// least 1. Defaults to no limit.
+    pub fn max_requests_per_connection(mut self, max: u64) -> Self {
+        self.config.max_requests_per_connection = Some(max);
+        self
+    }
+
+    /// Whether to peek at an idle connection's socket just before reusing it, and
+    /// discard it if the server has closed it, reset it, or sent unexpected bytes.
+    /// One non-blocking syscall per reuse. Defaults to `true`.
+    pub fn check_before_reuse(mut self, check: bool) -> Self {
+        self.config.check_before_reuse = check;
+        self
+    }
+
+    /// Kernel TCP keepalive for new connections, or `None` to leave it off. Applies to
+    /// the built-in connector. Defaults to [`TcpKeepalive::new`]: on, 30 s idle, 10 s
+    /// interval, 3 retries.
+    pub fn tcp_keepalive(mut self, keepalive: impl Into<Option<TcpKeepalive>>) -> Self {
+        self.tcp = self.tcp.keepalive(keepalive);
+        self
+    }
+
+    /// `TCP_NODELAY` for new connections. Applies to the built-in connector.
+    /// Defaults to `true`.
+    pub fn tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.tcp = self.tcp.nodelay(nodelay);
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` for new connections (Linux, Android, Fuchsia; ignored
+    /// elsewhere). Applies to the built-in connector. Defaults to off.
+    pub fn tcp_user_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.tcp = self.tcp.user_timeout(timeout);
+        self
+    }
+
+    /// Builds a client with the built-in TCP connector (plain `http` only).
+    pub fn build<B: Body>(self) -> Result<Client<B>, Error> {
+        let config = self.validate()?;
+        self.tcp.validate()?;
+        Ok(Client::with_connector(config, self.tcp))
+    }
+
+    /// Builds a [`PoolLayer`] that makes a [`Client`] from any connector. The `tcp_*`
+    /// options do not apply to a connector of your own.
+    pub fn layer<B>(self) -> Result<PoolLayer<B>, Error> {
+        Ok(PoolLayer::from_config(self.validate()?))
+    }
+
+    fn validate(&self) -> Result<PoolConfig, Error> {
+        let c = &self.config;
+        if c.idle_timeout.is_zero() {
+            return Err(Error::config(
+                "idle_timeout must be greater than zero (got 0 ms)",
+            ));
+        }
+        if c.keep_alive_margin >= c.idle_timeout {
+            return Err(Error::config(format!(
+                "keep_alive_margin ({} ms) must be smaller than idle_timeout ({} ms)",
+                c.keep_alive_margin.as_millis(),
+                c.idle_timeout.as_millis()
+            )));
+        }
+        if c.max_connections_per_origin == Some(0) {
+            return Err(Error::config(
+                "max_connections_per_origin must be at least 1 (got 0 connections)",
+            ));
+        }
+        if c.max_requests_per_connection == Some(0) {
+            return Err(Error::config(
+                "max_requests_per_connection must be at least 1 (got 0 requests)",
+            ));
+        }
+        for (name, value) in [
+            ("max_lifetime", c.max_lifetime),
+            ("checkout_timeout", c.checkout_timeout),
+            ("connect_timeout", c.connect_timeout),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(Error::config(format!(
+                    "{name} must be greater than zero (got 0 ms); use None for no limit"
+                )));
+            }
+        }
+        Ok(c.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+
+    fn refused(builder: Builder) -> String {
+        let err = builder.build::<Empty<Bytes>>().unwrap_err();
+        assert!(err.is_config());
+        err.to_string()
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_option_and_unit() {
+        let b = Builder::new;
+        assert_eq!(
+            refused(b().idle_timeout(Duration::ZERO)),
+            "invalid configuration: idle_timeout must be greater than zero (got 0 ms)"
+        );
+        assert!(refused(b().keep_alive_margin(Duration::from_secs(4)))
+            .contains("keep_alive_margin (4000 ms)"));
+        assert!(refused(b().max_connections_per_origin(0))
+            .contains("max_connections_per_origin must be at least 1"));
+        assert!(refused(b().max_requests_per_connection(0)).contains("max_requests_per_connection"));
+        assert!(refused(b().max_lifetime(Duration::ZERO))
+            .contains("max_lifetime must be greater than zero"));
+        assert!(refused(b().checkout_timeout(Duration::ZERO)).contains("checkout_timeout"));
+        assert!(refused(b().connect_timeout(Duration::ZERO)).contains("connect_timeout"));
+        assert!(
+            refused(b().tcp_keepalive(TcpKeepalive::new().interval(Duration::ZERO)))
+                .contains("tcp_keepalive interval must be a whole number of seconds")
+        );
+        assert!(refused(b().tcp_keepalive(TcpKeepalive::new().retries(0)))
+            .contains("tcp_keepalive retries"));
+        assert!(
+            refused(b().tcp_keepalive(TcpKeepalive::new().idle(Duration::from_millis(1500))))
+                .contains("(got 1500 ms)")
+        );
+        assert!(refused(b().tcp_user_timeout(Duration::ZERO)).contains("tcp_user_timeout"));
+    }
+
+    #[test]
+    fn defaults_and_edge_values_build() {
+        let config = Builder::new().validate().unwrap();
+        assert_eq!(config.idle_timeout, Duration::from_secs(4));
+        assert_eq!(config.keep_alive_margin, Duration::from_secs(1));
+        assert_eq!(config.max_idle_per_origin, 32);
+        assert_eq!(config.max_connections_per_origin, None);
+        assert_eq!(config.checkout_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.connect_timeout, Some(Duration::from_secs(10)));
+        assert!(config.check_before_reuse);
+        Builder::new()
+            .keep_alive_margin(Duration::ZERO)
+            .max_idle_per_origin(0)
+            .checkout_timeout(None)
+            .connect_timeout(None)
+            .tcp_keepalive(None)
+            .build::<Empty<Bytes>>()
+            .unwrap();
+    }
+}

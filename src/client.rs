@@ -1,0 +1,257 @@
+//! [`Client`]: the pooled HTTP/1.1 client and its `tower::Service` implementation.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+
+use crate::builder::{Builder, PoolConfig};
+use crate::connect::Connection;
+use crate::error::{BoxError, Error, Progress};
+use crate::info::{ConnectionInfo, PoolStats};
+use crate::origin::Origin;
+use crate::pool::{Checkout, ConnectFn, Connected, Pool};
+
+/// Request bodies the client can send: any [`http_body::Body`] that can move between
+/// threads, such as `http_body_util::Full<Bytes>` or `Empty<Bytes>`.
+pub trait Body:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<T> Body for T
+where
+    T: http_body::Body + Send + 'static,
+    T::Data: Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+}
+
+/// How many times one request is dispatched when hyper hands it back unsent (the
+/// connection closed before a byte of it was written): once more, on another
+/// connection.
+const MAX_UNSENT_ATTEMPTS: u32 = 2;
+
+/// A pooled HTTP/1.1 client that closes idle connections before the server does.
+///
+/// Cheap to clone: clones share one pool. Use [`request`](Client::request), or the
+/// client as a `tower::Service<http::Request<B>>` to compose it with other layers.
+/// Requests need an absolute URI (`http://host:port/path`); the client adds the `Host`
+/// header when it is missing.
+///
+/// The pool's background tasks (one per connection, one reaper) run on the tokio
+/// runtime the requests are made on; they end when the last clone of the client is
+/// dropped and its connections are closed.
+pub struct Client<B> {
+    pool: Arc<Pool<B>>,
+}
+
+impl Client<()> {
+    /// A [`Builder`] with every default.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<B: Body> Client<B> {
+    pub(crate) fn with_connector<C, IO>(config: PoolConfig, connector: C) -> Client<B>
+    where
+        C: tower::Service<Uri, Response = IO> + Clone + Send + Sync + 'static,
+        C::Future: Send + 'static,
+        C::Error: Into<BoxError>,
+        IO: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
+    {
+        let connect: ConnectFn<B> = Box::new(move |uri: Uri| {
+            let connector = connector.clone();
+            Box::pin(async move {
+                let io = connector
+                    .oneshot(uri.clone())
+                    .await
+                    .map_err(|e| connect_error(e.into(), &uri))?;
+                let socket = io.socket();
+                let (tx, driver) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| Error::connect(origin_text(&uri), e))?;
+                Ok(Connected {
+                    tx,
+                    socket,
+                    driver: Box::pin(driver),
+                })
+            })
+        });
+        Client {
+            pool: Pool::new(config, connect),
+        }
+    }
+
+    /// Sends a request on a pooled connection (or a new one) and returns the response
+    /// once its head has arrived. The connection goes back to the pool when the
+    /// response body has been read to its end; drop the body unread and the connection
+    /// is closed instead.
+    ///
+    /// The response carries a [`ConnectionInfo`] extension.
+    pub fn request(&self, req: Request<B>) -> ResponseFuture {
+        ResponseFuture {
+            inner: Box::pin(send(Arc::clone(&self.pool), req)),
+        }
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+}
+
+async fn send<B: Body>(
+    pool: Arc<Pool<B>>,
+    mut req: Request<B>,
+) -> Result<Response<Incoming>, Error> {
+    let origin = Origin::from_uri(req.uri())?;
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, origin.host_header());
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let Checkout {
+            mut conn,
+            reused,
+            idle_for,
+        } = pool.checkout(&origin).await?;
+        conn.begin_request(req.headers());
+        let before = conn
+            .socket
+            .as_ref()
+            .map(|s| (s.bytes_written(), s.bytes_read()));
+        match conn.tx.try_send_request(req).await {
+            Ok(mut response) => {
+                conn.observe_response(response.headers());
+                response.extensions_mut().insert(ConnectionInfo {
+                    id: conn.id,
+                    reused,
+                    idle_for,
+                    requests: conn.requests,
+                    remote_addr: conn.socket.as_ref().and_then(|s| s.remote_addr()),
+                    attempts,
+                    socket: conn.socket.as_ref().map(|s| s.socket_options()),
+                });
+                conn.check_in_when_ready();
+                return Ok(response);
+            }
+            Err(mut error) => {
+                if let Some(unsent) = error.take_message() {
+                    if attempts < MAX_UNSENT_ATTEMPTS {
+                        tracing::debug!(
+                            origin = %origin,
+                            conn = conn.id,
+                            "request came back unsent; sending it on another connection"
+                        );
+                        req = unsent;
+                        continue;
+                    }
+                    return Err(Error::request(
+                        Progress::NotWritten,
+                        reused,
+                        error.into_error(),
+                    ));
+                }
+                let progress = match (before, &conn.socket) {
+                    (Some((written, read)), Some(socket)) => {
+                        if socket.bytes_read() > read {
+                            Progress::ResponseStarted
+                        } else if socket.bytes_written() > written {
+                            Progress::WrittenNoResponse
+                        } else {
+                            Progress::NotWritten
+                        }
+                    }
+                    // Without a socket handle nobody can tell: assume the worst.
+                    _ => Progress::ResponseStarted,
+                };
+                return Err(Error::request(progress, reused, error.into_error()));
+            }
+        }
+    }
+}
+
+fn origin_text(uri: &Uri) -> String {
+    match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => uri.to_string(),
+    }
+}
+
+/// A connector's error as the client reports it: the built-in connector already
+/// returns a classified [`Error`]; anything else is a connect error with its cause.
+fn connect_error(error: BoxError, uri: &Uri) -> Error {
+    match error.downcast::<Error>() {
+        Ok(error) => *error,
+        Err(other) => Error::connect(origin_text(uri), other),
+    }
+}
+
+impl<B> Clone for Client<B> {
+    fn clone(&self) -> Self {
+        Client {
+            pool: Arc::clone(&self.pool),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Client<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", self.pool.config())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> tower::Service<Request<B>> for Client<B> {
+    type Response = Response<Incoming>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    /// Always ready: waiting for a connection happens inside the returned future, so
+    /// that one busy origin does not hold up requests to others.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        self.request(req)
+    }
+}
+
+/// The future returned by [`Client::request`] and `Client::call`.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

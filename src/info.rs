@@ -1,0 +1,95 @@
+//! What the pool tells about a response's connection and about itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::connect::SocketOptions;
+
+/// Facts about the connection a response came on, attached to every response as an
+/// [`http::Extensions`] entry.
+///
+/// ```no_run
+/// # async fn demo(client: closefirst::Client<http_body_util::Empty<bytes::Bytes>>) -> Result<(), closefirst::Error> {
+/// let req = http::Request::get("http://127.0.0.1:8080/").body(Default::default()).unwrap();
+/// let resp = client.request(req).await?;
+/// let info = resp.extensions().get::<closefirst::ConnectionInfo>().expect("always attached");
+/// println!("connection {} reused={} after {:?} idle", info.id, info.reused, info.idle_for);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The pool's identifier for the connection, unique within the process.
+    pub id: u64,
+    /// Whether the connection had served an earlier request.
+    pub reused: bool,
+    /// How long the connection sat idle in the pool before this request
+    /// (zero for a new connection).
+    pub idle_for: Duration,
+    /// How many requests the connection has carried, this one included.
+    pub requests: u64,
+    /// The peer's address, when the connector reports it.
+    pub remote_addr: Option<SocketAddr>,
+    /// How many attempts the response took (1 when the first attempt succeeded).
+    pub attempts: u32,
+    /// The socket options as the kernel reported them when the connection was opened,
+    /// when the connector gives access to the socket.
+    pub socket: Option<SocketOptions>,
+}
+
+/// A snapshot of the pool's counters, from [`Client::stats`](crate::Client::stats).
+///
+/// Counters (`connections_opened`, `reuses`, `evictions`) only grow; gauges (`idle`,
+/// `active`, `waiting`) are the values at the time of the snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Connections opened since the client was built.
+    pub connections_opened: u64,
+    /// Times a pooled connection was handed out again.
+    pub reuses: u64,
+    /// Connections sitting idle in the pool now.
+    pub idle: usize,
+    /// Connections open or being opened and not idle: carrying a request, or waiting
+    /// for their response body to be read.
+    pub active: usize,
+    /// Requests waiting for a connection under `max_connections_per_origin`.
+    pub waiting: usize,
+    /// Connections removed from the pool, by reason.
+    pub evictions: Evictions,
+}
+
+/// Connections the pool closed or dropped, counted by reason. See [`PoolStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Evictions {
+    /// Closed by the client after `idle_timeout`.
+    pub idle_timeout: u64,
+    /// Closed by the client before the server's `Keep-Alive: timeout` (less the margin)
+    /// ran out, or not reused because the hint (`timeout` or `max`) left no room.
+    pub server_hint: u64,
+    /// Closed because the connection reached its (jittered) `max_lifetime`.
+    pub lifetime: u64,
+    /// Closed after `max_requests_per_connection` requests.
+    pub max_requests: u64,
+    /// Not pooled because the request or response carried `Connection: close`.
+    pub connection_close: u64,
+    /// Found closed by the server (FIN, RST, or unexpected bytes) while idle.
+    pub closed_by_server: u64,
+    /// Closed because `max_idle_per_origin` connections were already idle; the least
+    /// recently used one goes.
+    pub idle_list_full: u64,
+}
+
+impl Evictions {
+    /// The sum of all reasons.
+    pub fn total(&self) -> u64 {
+        self.idle_timeout
+            + self.server_hint
+            + self.lifetime
+            + self.max_requests
+            + self.connection_close
+            + self.closed_by_server
+            + self.idle_list_full
+    }
+}

@@ -1,0 +1,258 @@
+//! The IO type the built-in connector produces: a tokio `TcpStream` shared between
+//! hyper's connection task and the pool, counting the bytes that cross it.
+//!
+//! Sharing matters for two reasons. The pool peeks at an idle connection's socket
+//! before reusing it, and must never do so after the socket was closed and its file
+//! descriptor handed to another socket: an `Arc` keeps the descriptor alive for as
+//! long as either side holds it. And the byte counters tell how far a failed request
+//! got (nothing written, written with no response, response started), which is what
+//! decides whether it may be sent again.
+
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::connect::SocketOptions;
+
+struct Shared {
+    stream: TcpStream,
+    remote_addr: Option<SocketAddr>,
+    options: SocketOptions,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// A TCP connection as the pool uses it: implements hyper's [`Read`] and [`Write`],
+/// counts bytes in both directions, and hands out [`SocketHandle`]s to the same socket.
+///
+/// Produced by [`TcpConnector`](crate::connect::TcpConnector); a custom connector can
+/// wrap its own `TcpStream` with [`TcpIo::new`] to get the pre-reuse check and the
+/// request-progress classification.
+pub struct TcpIo {
+    shared: Arc<Shared>,
+}
+
+/// A second handle to a [`TcpIo`]'s socket, used by the pool to look at an idle
+/// connection and to classify failures. The socket stays open while a handle exists,
+/// but closing the connection (hyper shutting it down) still sends the FIN.
+#[derive(Clone)]
+pub struct SocketHandle {
+    shared: Arc<Shared>,
+}
+
+/// What a non-blocking peek at an idle connection's socket found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Nothing to read: the connection is open and quiet, as an idle one should be.
+    Alive,
+    /// The server sent FIN.
+    Closed,
+    /// The socket reported an error (a RST from the server, most often).
+    Error(io::ErrorKind),
+    /// The server sent bytes on an idle connection (for instance a `408` before closing).
+    UnexpectedBytes,
+}
+
+impl Liveness {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Closed => "closed by the server (FIN)",
+            Liveness::Error(io::ErrorKind::ConnectionReset) => "reset by the server (RST)",
+            Liveness::Error(_) => "socket error",
+            Liveness::UnexpectedBytes => "server sent bytes while idle",
+        }
+    }
+}
+
+impl TcpIo {
+    /// Wraps a connected stream. The socket options reported by
+    /// [`SocketHandle::socket_options`] are read from the kernel here.
+    pub fn new(stream: TcpStream) -> TcpIo {
+        let remote_addr = stream.peer_addr().ok();
+        let options = SocketOptions::read_from(&SockRef::from(&stream));
+        TcpIo {
+            shared: Arc::new(Shared {
+                stream,
+                remote_addr,
+                options,
+                bytes_read: AtomicU64::new(0),
+                bytes_written: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A handle to the same socket.
+    pub fn handle(&self) -> SocketHandle {
+        SocketHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl SocketHandle {
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.shared.remote_addr
+    }
+
+    /// The socket options as the kernel reported them when the connection was opened.
+    pub fn socket_options(&self) -> SocketOptions {
+        self.shared.options
+    }
+
+    /// Reads the socket options from the kernel now (one `getsockopt` per option).
+    pub fn read_socket_options(&self) -> SocketOptions {
+        SocketOptions::read_from(&SockRef::from(&self.shared.stream))
+    }
+
+    /// Bytes read from the socket so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.shared.bytes_read.load(Ordering::Acquire)
+    }
+
+    /// Bytes the kernel accepted for sending so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.shared.bytes_written.load(Ordering::Acquire)
+    }
+
+    /// One non-blocking `recv(MSG_PEEK)` (the socket is in non-blocking mode, so it
+    /// cannot wait). No allocation: one byte on the stack is enough to tell the cases
+    /// apart, and nothing is consumed.
+    pub(crate) fn peek(&self) -> Liveness {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        let sock = SockRef::from(&self.shared.stream);
+        loop {
+            return match sock.peek(&mut byte) {
+                Ok(0) => Liveness::Closed,
+                Ok(_) => Liveness::UnexpectedBytes,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Liveness::Alive,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Liveness::Error(e.kind()),
+            };
+        }
+    }
+}
+
+impl fmt::Debug for TcpIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpIo")
+            .field("remote_addr", &self.shared.remote_addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketHandle")
+            .field("remote_addr", &self.shared.remote_addr)
+            .field("bytes_read", &self.bytes_read())
+            .field("bytes_written", &self.bytes_written())
+            .finish()
+    }
+}
+
+// The one reviewed use of `unsafe` in the crate. hyper's read cursor only exposes its
+// uninitialized spare capacity through `as_mut`/`advance`; the safe alternative
+// (`initialize_unfilled`) zeroes the whole read buffer on every read, because hyper
+// hands a fresh cursor to each call. This is the same thing hyper-util's `TokioIo`
+// does for every hyper user.
+#[allow(unsafe_code)]
+impl Read for TcpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let shared = &*self.shared;
+        loop {
+            ready!(shared.stream.poll_read_ready(cx))?;
+            // SAFETY: `recv` only writes initialized bytes into the slice and never
+            // de-initializes any, which is what `as_mut` requires of its caller.
+            let dst = unsafe { buf.as_mut() };
+            let result = shared.stream.try_io(Interest::READABLE, || {
+                SockRef::from(&shared.stream).recv(dst)
+            });
+            match result {
+                Ok(n) => {
+                    // SAFETY: `recv` returned `n`: the first `n` bytes were written.
+                    unsafe { buf.advance(n) };
+                    shared.bytes_read.fetch_add(n as u64, Ordering::AcqRel);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was cleared by `try_io`; wait for the next edge.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Write for TcpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let shared = &*self.shared;
+        loop {
+            ready!(shared.stream.poll_write_ready(cx))?;
+            match shared.stream.try_write(buf) {
+                Ok(n) => {
+                    shared.bytes_written.fetch_add(n as u64, Ordering::AcqRel);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let shared = &*self.shared;
+        loop {
+            ready!(shared.stream.poll_write_ready(cx))?;
+            match shared.stream.try_write_vectored(bufs) {
+                Ok(n) => {
+                    shared.bytes_written.fetch_add(n as u64, Ordering::AcqRel);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the kernel; nothing is buffered here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Shut down explicitly rather than rely on the last `Arc` going away: the FIN
+        // must leave when hyper closes the connection, even while the pool still holds
+        // a handle for a moment.
+        match SockRef::from(&self.shared.stream).shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}

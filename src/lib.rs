@@ -1,0 +1,81 @@
+//! An HTTP/1.1 connection pool for hyper 1.x and tower that never hands a request to a
+//! connection the server is closing.
+//!
+//! # The race
+//!
+//! A client that keeps idle keep-alive connections races the server's idle timer. The
+//! server closes an idle connection (FIN) just as the client writes a new request onto
+//! it; the kernel accepts the write, the server answers with a RST, and the caller sees
+//! an error (`IncompleteMessage`, a 502 from a proxy) that no server log explains. It
+//! strikes irregular traffic against servers with short keep-alive timeouts: uvicorn
+//! and Node.js keep idle connections 5 s, gunicorn 2 s.
+//!
+//! # The cures
+//!
+//! 1. **Close first.** The client closes each idle connection before the server would:
+//!    at `idle_timeout` (default 4 s), or `keep_alive_margin` (default 1 s) before the
+//!    server's own `Keep-Alive: timeout=N`, whichever comes first. A reaper task sleeps
+//!    until the earliest deadline; checkout refuses expired connections by itself.
+//! 2. **Look before reuse.** Just before reusing an idle connection, one non-blocking
+//!    `recv(MSG_PEEK)` reveals a FIN, RST or stray bytes the kernel already holds; such a
+//!    connection is discarded, never written to
+//!    ([`Builder::check_before_reuse`]).
+//! 3. **Kernel keepalive.** `SO_KEEPALIVE` with `TCP_KEEPIDLE/INTVL/CNT` (and
+//!    `TCP_USER_TIMEOUT` on Linux) on every connection ([`TcpKeepalive`]); the values
+//!    the kernel applied are reported in [`ConnectionInfo::socket`].
+//! 4. **Resend what is safe.** A request that hyper hands back unsent is sent once more
+//!    on another connection; every failure says how far the request got
+//!    ([`Error::request_progress`]) and whether it hit a stale reused connection
+//!    ([`Error::is_stale_connection`]).
+//!
+//! The rule of thumb behind the defaults: the upstream-most side closes first,
+//! `server keep-alive >= client idle_timeout + margin`.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Empty};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let client: closefirst::Client<Empty<Bytes>> = closefirst::Client::builder()
+//!     .idle_timeout(Duration::from_secs(4))
+//!     .build()?;
+//!
+//! let req = http::Request::get("http://127.0.0.1:8080/").body(Empty::new())?;
+//! let resp = client.request(req).await?;
+//! let info = resp.extensions().get::<closefirst::ConnectionInfo>().cloned();
+//! let body = resp.into_body().collect().await?.to_bytes();
+//! println!("{} bytes, reused connection: {:?}", body.len(), info.map(|i| i.reused));
+//! println!("{:?}", client.stats());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `Client` is also a `tower::Service<http::Request<B>>`, and [`PoolLayer`] builds one
+//! over a connector of your own.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod builder;
+mod client;
+pub mod connect;
+mod error;
+mod info;
+mod io;
+pub mod keepalive;
+mod layer;
+mod origin;
+mod pool;
+
+pub use builder::{
+    Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_MARGIN, DEFAULT_MAX_IDLE_PER_ORIGIN,
+};
+pub use client::{Body, Client, ResponseFuture};
+pub use connect::TcpKeepalive;
+pub use error::{Error, Progress};
+pub use info::{ConnectionInfo, Evictions, PoolStats};
+pub use layer::PoolLayer;

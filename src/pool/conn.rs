@@ -1,0 +1,133 @@
+//! One live connection and what the pool knows about it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderMap, CONNECTION};
+use hyper::client::conn::http1::SendRequest;
+use tokio::time::Instant;
+
+use super::{Pool, Slot};
+use crate::connect::SocketHandle;
+use crate::keepalive;
+use crate::origin::Origin;
+
+pub(crate) struct Conn<B> {
+    pub(crate) tx: SendRequest<B>,
+    pub(crate) id: u64,
+    pub(crate) socket: Option<SocketHandle>,
+    /// When the (jittered) `max_lifetime` runs out.
+    pub(crate) expires: Option<Instant>,
+    /// Requests dispatched on this connection so far.
+    pub(crate) requests: u64,
+    /// The latest `Keep-Alive: timeout` the server sent.
+    pub(crate) hint_timeout: Option<Duration>,
+    /// Requests the server will still accept, from `Keep-Alive: max`.
+    pub(crate) server_remaining: Option<u64>,
+    /// `Connection: close` was on the request or the response.
+    close: bool,
+    slot: Slot<B>,
+}
+
+impl<B> Conn<B> {
+    pub(super) fn new(
+        tx: SendRequest<B>,
+        id: u64,
+        socket: Option<SocketHandle>,
+        expires: Option<Instant>,
+        slot: Slot<B>,
+    ) -> Conn<B> {
+        Conn {
+            tx,
+            id,
+            socket,
+            expires,
+            requests: 0,
+            hint_timeout: None,
+            server_remaining: None,
+            close: false,
+            slot,
+        }
+    }
+
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.slot.origin
+    }
+
+    pub(crate) fn close_requested(&self) -> bool {
+        self.close
+    }
+
+    /// Called as a request is dispatched on this connection.
+    pub(crate) fn begin_request(&mut self, request_headers: &HeaderMap) {
+        self.requests += 1;
+        self.server_remaining = self.server_remaining.map(|n| n.saturating_sub(1));
+        self.close |= has_close_token(request_headers);
+    }
+
+    /// Reads what the response head says about the connection's future.
+    pub(crate) fn observe_response(&mut self, headers: &HeaderMap) {
+        self.close |= has_close_token(headers);
+        match keepalive::from_headers(headers) {
+            Ok(Some(hint)) => {
+                if hint.timeout.is_some() {
+                    self.hint_timeout = hint.timeout;
+                }
+                if hint.max.is_some() {
+                    self.server_remaining = hint.max;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(
+                origin = %self.origin(),
+                conn = self.id,
+                %error,
+                "ignoring the response's Keep-Alive header"
+            ),
+        }
+    }
+
+    fn pool(&self) -> Option<Arc<Pool<B>>> {
+        self.slot.pool.upgrade()
+    }
+}
+
+impl<B: Send + 'static> Conn<B> {
+    /// Hands the connection back to the pool once hyper can take the next request on
+    /// it, which for HTTP/1.1 is when the response body has been read to its end.
+    pub(crate) fn check_in_when_ready(mut self) {
+        tokio::spawn(async move {
+            let reusable = self.tx.ready().await.is_ok();
+            if let Some(pool) = self.pool() {
+                pool.checkin(self, reusable);
+            }
+        });
+    }
+}
+
+/// Whether a `Connection` header lists the `close` option.
+fn has_close_token(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_token_is_found_in_lists_and_any_case() {
+        let mut headers = HeaderMap::new();
+        assert!(!has_close_token(&headers));
+        headers.insert(CONNECTION, "keep-alive".parse().unwrap());
+        assert!(!has_close_token(&headers));
+        headers.insert(CONNECTION, "Upgrade, CLOSE ".parse().unwrap());
+        assert!(has_close_token(&headers));
+        headers.insert(CONNECTION, "closed".parse().unwrap());
+        assert!(!has_close_token(&headers));
+    }
+}
