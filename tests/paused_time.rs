@@ -1,0 +1,342 @@
+//! Timer logic under paused tokio time: idle deadlines, server hints, lifetime and
+//! request limits, checkout timeouts, and the reaper's end.
+//!
+//! Connections here are in-memory (`tokio::io::duplex`) to an in-process hyper server
+//! on the same runtime, made through `PoolLayer` with a custom connector: with no real
+//! IO in flight, paused time only moves when the test moves it.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+use tower::Layer;
+
+use closefirst::connect::{Connection, SocketHandle};
+use closefirst::{Client, ConnectionInfo};
+
+/// A client-side duplex stream as a hyper IO the pool accepts.
+struct DuplexIo(TokioIo<DuplexStream>);
+
+impl hyper::rt::Read for DuplexIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for DuplexIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Connection for DuplexIo {
+    fn socket(&self) -> Option<SocketHandle> {
+        None
+    }
+}
+
+/// Headers the server adds to the n-th response (1-based) on a connection.
+type Headers = Arc<dyn Fn(usize) -> Vec<(&'static str, String)> + Send + Sync>;
+
+#[derive(Clone)]
+struct Server {
+    headers: Headers,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn new(
+        headers: impl Fn(usize) -> Vec<(&'static str, String)> + Send + Sync + 'static,
+    ) -> Server {
+        Server {
+            headers: Arc::new(headers),
+            accepted: Arc::default(),
+            closed: Arc::default(),
+        }
+    }
+
+    fn plain() -> Server {
+        Server::new(|_| Vec::new())
+    }
+
+    fn serve(&self, io: DuplexStream) {
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        let headers = Arc::clone(&self.headers);
+        let closed = Arc::clone(&self.closed);
+        let served = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                // `/big` answers with more than hyper buffers, so the connection stays
+                // busy until the caller reads the body.
+                let body = if req.uri().path() == "/big" {
+                    Bytes::from(vec![b'x'; 1 << 20])
+                } else {
+                    Bytes::from_static(b"hello")
+                };
+                let mut resp = Response::new(Full::new(body));
+                for (name, value) in headers(n) {
+                    resp.headers_mut().insert(name, value.parse().unwrap());
+                }
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(io), service)
+                .await;
+            closed.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn client(&self, builder: closefirst::Builder) -> Client<Empty<Bytes>> {
+        let server = self.clone();
+        let connector = tower::service_fn(move |_: Uri| {
+            let server = server.clone();
+            async move {
+                let (client_side, server_side) = tokio::io::duplex(64 * 1024);
+                server.serve(server_side);
+                Ok::<_, Infallible>(DuplexIo(TokioIo::new(client_side)))
+            }
+        });
+        builder.layer().expect("valid settings").layer(connector)
+    }
+}
+
+/// Lets every task that can run, run, without moving paused time.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn get(client: &Client<Empty<Bytes>>) -> ConnectionInfo {
+    let req = Request::get("http://origin.test/")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.expect("request succeeds");
+    let info = resp
+        .extensions()
+        .get::<ConnectionInfo>()
+        .cloned()
+        .expect("info attached");
+    resp.into_body().collect().await.expect("body reads");
+    settle().await;
+    info
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connection_is_closed_by_the_client_exactly_at_idle_timeout() {
+    let server = Server::plain();
+    let client = server.client(Client::builder().idle_timeout(Duration::from_secs(4)));
+    get(&client).await;
+    assert_eq!(client.stats().idle, 1);
+
+    tokio::time::advance(ms(3_999)).await;
+    settle().await;
+    assert_eq!(client.stats().idle, 1, "evicted before its deadline");
+    assert_eq!(server.closed(), 0);
+
+    tokio::time::advance(ms(1)).await;
+    settle().await;
+    let stats = client.stats();
+    assert_eq!(stats.idle, 0, "not evicted at its deadline");
+    assert_eq!(stats.evictions.idle_timeout, 1);
+    assert_eq!(stats.evictions.total(), 1);
+    assert_eq!(server.closed(), 1, "the client closed the connection");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_hint_minus_margin_sets_the_deadline() {
+    let server = Server::new(|_| vec![("keep-alive", "timeout=5".into())]);
+    let client = server.client(
+        Client::builder()
+            .idle_timeout(Duration::from_secs(60))
+            .keep_alive_margin(Duration::from_secs(1)),
+    );
+    get(&client).await;
+
+    tokio::time::advance(ms(3_999)).await;
+    settle().await;
+    assert_eq!(client.stats().idle, 1);
+    let info = get(&client).await;
+    assert!(info.reused, "reused before the hinted deadline");
+    assert_eq!(info.idle_for, ms(3_999));
+
+    tokio::time::advance(ms(4_000)).await;
+    settle().await;
+    let stats = client.stats();
+    assert_eq!(stats.idle, 0);
+    assert_eq!(stats.evictions.server_hint, 1);
+    assert_eq!(stats.evictions.idle_timeout, 0);
+    assert_eq!(server.closed(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_that_leaves_no_time_after_the_margin_is_not_reused() {
+    let server = Server::new(|_| vec![("keep-alive", "timeout=1".into())]);
+    let client = server.client(Client::builder().keep_alive_margin(Duration::from_secs(1)));
+    get(&client).await;
+    let stats = client.stats();
+    assert_eq!(stats.idle, 0);
+    assert_eq!(stats.evictions.server_hint, 1);
+    let info = get(&client).await;
+    assert!(!info.reused);
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_max_bounds_reuse_and_counts_down_without_a_new_hint() {
+    // `max=2` on the first response only: two more requests, then the pool stops.
+    let server = Server::new(|n| {
+        if n == 1 {
+            vec![("keep-alive", "timeout=30, max=2".into())]
+        } else {
+            Vec::new()
+        }
+    });
+    let client = server.client(Client::builder());
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(&client).await.reused);
+    }
+    assert_eq!(seen, [false, true, true, false]);
+    assert_eq!(client.stats().evictions.server_hint, 1);
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_keep_alive_is_ignored_not_an_error() {
+    let server = Server::new(|_| vec![("keep-alive", "timeout=soon".into())]);
+    let client = server.client(Client::builder().idle_timeout(Duration::from_secs(4)));
+    get(&client).await;
+    assert!(get(&client).await.reused);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    settle().await;
+    assert_eq!(client.stats().evictions.idle_timeout, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_requests_per_connection_retires_the_connection() {
+    let server = Server::plain();
+    let client = server.client(Client::builder().max_requests_per_connection(3));
+    let mut counts = Vec::new();
+    for _ in 0..4 {
+        counts.push(get(&client).await.requests);
+    }
+    assert_eq!(counts, [1, 2, 3, 1]);
+    let stats = client.stats();
+    assert_eq!(stats.evictions.max_requests, 1);
+    assert_eq!(stats.connections_opened, 2);
+    assert_eq!(server.closed(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_retires_the_connection_within_its_jitter() {
+    let server = Server::plain();
+    let client = server.client(
+        Client::builder()
+            .idle_timeout(Duration::from_secs(60))
+            .max_lifetime(Duration::from_secs(10)),
+    );
+    // Lifetime is 9–10 s after jitter: every request before 9 s reuses the connection,
+    // and none is left by 10 s.
+    get(&client).await;
+    for _ in 0..8 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(get(&client).await.reused);
+    }
+    tokio::time::advance(ms(2_001)).await;
+    settle().await;
+    let stats = client.stats();
+    assert_eq!(stats.evictions.lifetime, 1, "{stats:?}");
+    assert_eq!(stats.idle, 0);
+    assert!(!get(&client).await.reused);
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_busy_connection_times_out_with_is_timeout() {
+    let server = Server::plain();
+    let client = server.client(
+        Client::builder()
+            .max_connections_per_origin(1)
+            .checkout_timeout(Duration::from_secs(2)),
+    );
+    let req = || {
+        Request::get("http://origin.test/")
+            .body(Empty::new())
+            .unwrap()
+    };
+    // Hold the only connection: its large body is not read, so it is not back in the pool.
+    let big = Request::get("http://origin.test/big")
+        .body(Empty::new())
+        .unwrap();
+    let held = client.request(big).await.unwrap();
+    settle().await;
+    assert_eq!(client.stats().active, 1);
+    let start = tokio::time::Instant::now();
+    let err = client.request(req()).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!err.is_connect());
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(client.stats().waiting, 0);
+
+    // Once the body is read, the connection serves the next request.
+    held.into_body().collect().await.unwrap();
+    settle().await;
+    assert!(get(&client).await.reused);
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_and_connection_tasks_end_when_the_client_is_dropped() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let server = Server::plain();
+    let client = server.client(Client::builder().idle_timeout(Duration::from_secs(60)));
+    get(&client).await;
+    // The reaper, hyper's client connection task and the server's connection task.
+    assert_eq!(metrics.num_alive_tasks(), 3);
+
+    drop(client);
+    settle().await;
+    // Without moving time: the reaper did not wait for its 60 s deadline to notice.
+    assert_eq!(metrics.num_alive_tasks(), 0);
+    assert_eq!(server.closed(), 1);
+}

@@ -1,0 +1,671 @@
+//! Tests of the test server in `tests/support`, driven by raw TCP clients.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use support::{CloseMode, ServerConfig, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for anything that should happen "promptly".
+const PATIENCE: Duration = Duration::from_secs(5);
+const IDLE: Duration = Duration::from_millis(200);
+const STRAY_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a connection ended, as seen by the client.
+#[derive(Debug)]
+struct Ending {
+    /// Bytes received before the end.
+    bytes: Vec<u8>,
+    /// `None` for EOF, otherwise the error kind of the failed read.
+    error: Option<io::ErrorKind>,
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(server: &TestServer) -> Client {
+        let stream = TcpStream::connect(server.addr()).await.expect("connect");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).await.expect("write request");
+    }
+
+    async fn get(&mut self, id: Option<&str>) -> Response {
+        let id = id
+            .map(|id| format!("x-request-id: {id}\r\n"))
+            .unwrap_or_default();
+        let req = format!("GET /x HTTP/1.1\r\nhost: test\r\n{id}\r\n");
+        self.send(req.as_bytes()).await;
+        self.response().await
+    }
+
+    async fn response(&mut self) -> Response {
+        tokio::time::timeout(PATIENCE, self.read_response())
+            .await
+            .expect("response timed out")
+            .expect("read response")
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_response(&mut self) -> io::Result<Response> {
+        let end = loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos;
+            }
+            self.fill().await?;
+        };
+        let head = String::from_utf8(self.buf[..end].to_vec()).expect("utf-8 head");
+        self.buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+        let status = status_line[9..12].parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header colon");
+                (n.to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("content-length");
+        while self.buf.len() < len {
+            self.fill().await?;
+        }
+        let body = String::from_utf8(self.buf.drain(..len).collect()).unwrap();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Reads until EOF or a read error (bounded by `PATIENCE`).
+    async fn ending(&mut self) -> Ending {
+        let mut bytes = std::mem::take(&mut self.buf);
+        let result = tokio::time::timeout(PATIENCE, async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) => return None,
+                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Some(e.kind()),
+                }
+            }
+        })
+        .await
+        .expect("connection was not closed");
+        Ending {
+            bytes,
+            error: result,
+        }
+    }
+}
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn handle_is_send_and_sync() {
+    assert_send_sync::<TestServer>();
+    assert_send_sync::<ServerConfig>();
+}
+
+#[tokio::test]
+async fn keep_alive_reuse_and_counters() {
+    let server = TestServer::start(ServerConfig::default());
+    assert!(server.url("/a/b").starts_with("http://127.0.0.1:"));
+    assert!(server
+        .url("/a/b")
+        .ends_with(&format!(":{}/a/b", server.addr().port())));
+
+    let mut c0 = Client::connect(&server).await;
+    for n in 1..=3 {
+        let r = c0.get(None).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("ok {n}"));
+        assert_eq!(r.header("x-connection"), Some("0"));
+        assert_eq!(r.header("x-handler-calls-for-id"), None);
+        assert_eq!(r.header("connection"), None);
+        assert_eq!(r.header("keep-alive"), None);
+    }
+    let mut c1 = Client::connect(&server).await;
+    let r = c1.get(Some("req-1")).await;
+    assert_eq!(r.body, "ok 1");
+    assert_eq!(r.header("x-connection"), Some("1"));
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("1"));
+    let r = c1.get(Some("req-1")).await;
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
+
+    // Counters are visible as soon as the response has been received.
+    assert_eq!(server.connections_accepted(), 2);
+    assert_eq!(server.open_connections(), 2);
+    assert_eq!(server.handler_calls(), 5);
+    assert_eq!(server.calls_for("req-1"), 2);
+    assert_eq!(server.calls_for("other"), 0);
+    assert_eq!(server.requests_per_connection(), vec![3, 2]);
+
+    drop(c0);
+    drop(c1);
+    assert!(
+        server
+            .wait_until_async(|s| s.open_connections() == 0, PATIENCE)
+            .await
+    );
+    assert_eq!(server.client_closed_first(), 2);
+    assert_eq!(server.server_closed_idle(), 0);
+    assert_eq!(server.connections_accepted(), 2);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let server = TestServer::start(ServerConfig::default());
+    let mut c = Client::connect(&server).await;
+    c.send(
+        b"GET /1 HTTP/1.1\r\nx-request-id: p1\r\n\r\n\
+          POST /2 HTTP/1.1\r\nContent-Length: 5\r\nX-Request-Id: p2\r\n\r\nhello\
+          GET /3 HTTP/1.1\r\nx-request-id: p3\r\n\r\n",
+    )
+    .await;
+    for n in 1..=3 {
+        let r = c.response().await;
+        assert_eq!(r.body, format!("ok {n}"));
+        assert_eq!(r.header("x-handler-calls-for-id"), Some("1"));
+    }
+    assert_eq!(server.calls_for("p1"), 1);
+    assert_eq!(server.calls_for("p2"), 1);
+    assert_eq!(server.calls_for("p3"), 1);
+    assert_eq!(server.requests_per_connection(), vec![3]);
+}
+
+#[tokio::test]
+async fn chunked_and_sized_bodies_are_consumed() {
+    let server = TestServer::start(ServerConfig::default());
+    let mut c = Client::connect(&server).await;
+    // Chunked body with an extension and a trailer, sent in pieces.
+    c.send(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nx-request-id: ch\r\n\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b"0\r\nx-trailer: yes\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!(r.body, "ok 1");
+
+    // A large content-length body, then another request on the same
+    // connection: the body must have been consumed exactly.
+    let body = vec![b'z'; 100_000];
+    c.send(
+        format!(
+            "PUT /big HTTP/1.1\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    c.send(&body).await;
+    let r = c.response().await;
+    assert_eq!(r.body, "ok 2");
+    let r = c.get(Some("after")).await;
+    assert_eq!(r.body, "ok 3");
+
+    assert_eq!(server.calls_for("ch"), 1);
+    assert_eq!(server.handler_calls(), 3);
+    assert_eq!(server.requests_per_connection(), vec![3]);
+}
+
+#[tokio::test]
+async fn idle_close_fin_is_seen_as_eof_after_the_idle_time() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let idle_since = Instant::now();
+    let end = c.ending().await;
+    let waited = idle_since.elapsed();
+    assert_eq!(end.error, None, "expected EOF: {end:?}");
+    assert!(end.bytes.is_empty(), "{end:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+    // Counters are updated before the socket is closed.
+    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.client_closed_first(), 0);
+    assert_eq!(server.open_connections(), 0);
+    assert_eq!(server.requests_per_connection(), vec![1]);
+}
+
+#[tokio::test]
+async fn idle_close_applies_from_accept() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        ..ServerConfig::default()
+    });
+    let connected = Instant::now();
+    let mut c = Client::connect(&server).await;
+    let end = c.ending().await;
+    let waited = connected.elapsed();
+    assert_eq!(end.error, None, "expected EOF: {end:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.requests_per_connection(), vec![0]);
+}
+
+#[tokio::test]
+async fn idle_close_rst_is_seen_as_connection_reset() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        close_mode: CloseMode::Rst,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let idle_since = Instant::now();
+    let end = c.ending().await;
+    let waited = idle_since.elapsed();
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "reset after {waited:?}"
+    );
+    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn stray_bytes_are_written_before_the_idle_close() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        stray_bytes_on_idle_close: true,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "expected EOF: {end:?}");
+    assert_eq!(end.bytes, STRAY_408);
+    assert_eq!(server.server_closed_idle(), 1);
+    drop(server);
+
+    // With RST, the stray bytes still reach a reading client first.
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        stray_bytes_on_idle_close: true,
+        close_mode: CloseMode::Rst,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(end.bytes, STRAY_408);
+    assert_eq!(server.server_closed_idle(), 1);
+}
+
+#[tokio::test]
+async fn keep_alive_header_is_sent_verbatim() {
+    let server = TestServer::start(ServerConfig {
+        keep_alive_header: Some("timeout=5, max=100".to_owned()),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    for _ in 0..2 {
+        let r = c.get(None).await;
+        assert_eq!(r.header("keep-alive"), Some("timeout=5, max=100"));
+    }
+}
+
+#[tokio::test]
+async fn connection_close_config_closes_after_each_response() {
+    let server = TestServer::start(ServerConfig {
+        connection_close: true,
+        ..ServerConfig::default()
+    });
+    for i in 0..2 {
+        let mut c = Client::connect(&server).await;
+        let r = c.get(None).await;
+        assert_eq!(r.body, "ok 1");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(r.header("x-connection"), Some(i.to_string().as_str()));
+        let end = c.ending().await;
+        assert_eq!(end.error, None, "expected EOF: {end:?}");
+        assert!(end.bytes.is_empty());
+    }
+    assert_eq!(server.open_connections(), 0);
+    assert_eq!(server.requests_per_connection(), vec![1, 1]);
+    assert_eq!(server.server_closed_idle(), 0);
+    assert_eq!(server.client_closed_first(), 0);
+}
+
+#[tokio::test]
+async fn request_connection_close_is_honoured() {
+    let server = TestServer::start(ServerConfig::default());
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    c.send(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!(r.body, "ok 2");
+    assert_eq!(r.header("connection"), Some("close"));
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "expected EOF: {end:?}");
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn close_after_requests_with_fin_and_rst() {
+    let server = TestServer::start(ServerConfig {
+        close_after_requests: Some(2),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let r = c.get(None).await;
+    assert_eq!(r.body, "ok 2");
+    assert_eq!(r.header("connection"), None);
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "expected EOF: {end:?}");
+    assert_eq!(server.requests_per_connection(), vec![2]);
+    assert_eq!(server.open_connections(), 0);
+    drop(server);
+
+    let server = TestServer::start(ServerConfig {
+        close_after_requests: Some(1),
+        close_mode: CloseMode::Rst,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(server.requests_per_connection(), vec![1]);
+}
+
+#[tokio::test]
+async fn rst_without_answer_only_the_first_time() {
+    let server = TestServer::start(ServerConfig {
+        rst_without_answer: vec!["boom".to_owned()],
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    c.send(b"POST / HTTP/1.1\r\nx-request-id: boom\r\ncontent-length: 3\r\n\r\nabc")
+        .await;
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert!(end.bytes.is_empty(), "{end:?}");
+    assert_eq!(server.handler_calls(), 1);
+    assert_eq!(server.calls_for("boom"), 1);
+    assert_eq!(server.open_connections(), 0);
+
+    // The retry of the same id is answered, and the count includes the
+    // first, unanswered, call. Other ids are unaffected.
+    let mut c = Client::connect(&server).await;
+    let r = c.get(Some("boom")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
+    assert_eq!(r.header("x-connection"), Some("1"));
+    let r = c.get(Some("fine")).await;
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("1"));
+    assert_eq!(server.handler_calls(), 3);
+    assert_eq!(server.requests_per_connection(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn partial_response_then_rst_only_the_first_time() {
+    let server = TestServer::start(ServerConfig {
+        partial_response_then_rst: vec!["half".to_owned()],
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    c.send(b"GET / HTTP/1.1\r\nx-request-id: half\r\n\r\n")
+        .await;
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    // The partial response arrives before the reset.
+    assert_eq!(
+        end.bytes, b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
+        "{end:?}"
+    );
+    assert_eq!(server.calls_for("half"), 1);
+
+    let mut c = Client::connect(&server).await;
+    let r = c.get(Some("half")).await;
+    assert_eq!(r.body, "ok 1");
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
+}
+
+#[tokio::test]
+async fn client_closing_first_is_counted() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(Duration::from_secs(30)),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    drop(c);
+    // A connection closed before sending anything counts too.
+    drop(Client::connect(&server).await);
+    assert!(
+        server
+            .wait_until_async(|s| s.client_closed_first() == 2, PATIENCE)
+            .await
+    );
+    assert!(
+        server
+            .wait_until_async(|s| s.open_connections() == 0, PATIENCE)
+            .await
+    );
+    assert_eq!(server.server_closed_idle(), 0);
+    assert_eq!(server.connections_accepted(), 2);
+    assert_eq!(server.requests_per_connection(), vec![1, 0]);
+}
+
+#[tokio::test]
+async fn client_reset_while_idle_is_counted() {
+    let server = TestServer::start(ServerConfig::default());
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.body, "ok 1");
+    socket2::SockRef::from(&c.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    assert!(
+        server
+            .wait_until_async(
+                |s| s.client_closed_first() == 1 && s.open_connections() == 0,
+                PATIENCE
+            )
+            .await
+    );
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400_and_close() {
+    let server = TestServer::start(ServerConfig::default());
+    for garbage in [
+        &b"this is not http\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nno-colon-here\r\n\r\n",
+        b"POST / HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
+        b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    ] {
+        let mut c = Client::connect(&server).await;
+        c.send(garbage).await;
+        let r = c.response().await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.header("connection"), Some("close"));
+        let end = c.ending().await;
+        assert_eq!(end.error, None, "expected EOF: {end:?}");
+    }
+    assert_eq!(server.handler_calls(), 0);
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn response_delay_is_applied() {
+    let server = TestServer::start(ServerConfig {
+        response_delay: Some(Duration::from_millis(300)),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    let sent = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nx-request-id: slow\r\n\r\n")
+        .await;
+    // The call is counted before the delay.
+    assert!(
+        server
+            .wait_until_async(|s| s.calls_for("slow") == 1, PATIENCE)
+            .await
+    );
+    let r = c.response().await;
+    let waited = sent.elapsed();
+    assert_eq!(r.body, "ok 1");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+}
+
+/// The server keeps serving while the test's own runtime is blocked.
+#[tokio::test]
+async fn server_runs_while_the_test_runtime_is_blocked() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        ..ServerConfig::default()
+    });
+    let addr = server.addr();
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    // Blocks this current-thread runtime; the server does not need it.
+    std::thread::sleep(Duration::from_millis(100));
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nok 1"), "{out}");
+
+    // The idle timer runs on real time even while this runtime sleeps.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.wait_until(|s| s.server_closed_idle() == 1, PATIENCE));
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(c.read(&mut [0u8; 16]).unwrap(), 0);
+    assert!(server.wait_until(|s| s.open_connections() == 0, PATIENCE));
+}
+
+/// With the test's clock paused, the server still uses real time, and
+/// `wait_until_async` measures its deadline in real time.
+#[tokio::test(start_paused = true)]
+async fn paused_test_clock_does_not_affect_the_server() {
+    let server = TestServer::start(ServerConfig {
+        idle_close: Some(IDLE),
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    c.send(b"GET / HTTP/1.1\r\n\r\n").await;
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.body, "ok 1");
+    let start = Instant::now();
+    assert!(
+        server
+            .wait_until_async(|s| s.server_closed_idle() == 1, PATIENCE)
+            .await
+    );
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    // A condition that never holds gives up after the real-time deadline.
+    let start = Instant::now();
+    assert!(
+        !server
+            .wait_until_async(|_| false, Duration::from_millis(100))
+            .await
+    );
+    assert!(start.elapsed() >= Duration::from_millis(100));
+}
+
+#[test]
+fn wait_until_times_out_and_succeeds() {
+    let server = TestServer::start(ServerConfig::default());
+    let start = Instant::now();
+    assert!(!server.wait_until(|s| s.handler_calls() > 0, Duration::from_millis(50)));
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert!(server.wait_until(|s| s.handler_calls() == 0, Duration::ZERO));
+}
+
+#[tokio::test]
+async fn drop_stops_the_server_and_closes_connections() {
+    let server = TestServer::start(ServerConfig::default());
+    let addr = server.addr();
+    let mut busy = Client::connect(&server).await;
+    assert_eq!(busy.get(None).await.body, "ok 1");
+    let mut idle = Client::connect(&server).await;
+    assert!(
+        server
+            .wait_until_async(|s| s.connections_accepted() == 2, PATIENCE)
+            .await
+    );
+
+    let dropping = Instant::now();
+    drop(server); // joins the server thread
+    assert!(dropping.elapsed() < Duration::from_secs(2));
+
+    // Every connection has been closed by the server...
+    for c in [&mut busy, &mut idle] {
+        let end = c.ending().await;
+        assert!(end.bytes.is_empty(), "{end:?}");
+        assert!(
+            matches!(end.error, None | Some(io::ErrorKind::ConnectionReset)),
+            "{end:?}"
+        );
+    }
+    // ...and nothing listens on the port any more.
+    let err = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+}
