@@ -107,6 +107,17 @@ impl<B: Body> Client<B> {
     pub fn stats(&self) -> PoolStats {
         self.pool.stats()
     }
+
+    /// Not public API: checks a connection for `uri`'s origin out of the pool and
+    /// returns it at once, so benchmarks can measure the pool without the network.
+    #[doc(hidden)]
+    pub async fn __checkout_and_return(&self, uri: &Uri) -> Result<bool, Error> {
+        let origin = Origin::from_uri(uri)?;
+        let checkout = self.pool.checkout(&origin).await?;
+        let reused = checkout.reused;
+        self.pool.checkin(checkout.conn, true);
+        Ok(reused)
+    }
 }
 
 async fn send<B: Body>(

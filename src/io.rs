@@ -256,3 +256,79 @@ impl Write for TcpIo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts allocations made on the current thread, so that tests running in
+    /// parallel on other threads do not disturb the count.
+    struct CountingAllocator;
+
+    thread_local! {
+        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    // Test-only: forwards to the system allocator and counts.
+    #[allow(unsafe_code)]
+    unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: forwarded unchanged to the system allocator.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: forwarded unchanged to the system allocator.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: CountingAllocator = CountingAllocator;
+
+    fn allocations() -> usize {
+        ALLOCATIONS.with(|n| n.get())
+    }
+
+    async fn pair() -> (SocketHandle, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (TcpIo::new(client.unwrap()).handle(), accepted.unwrap().0)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn peek_tells_alive_fin_and_stray_bytes_apart_without_allocating() {
+        let (handle, server) = pair().await;
+        let before = allocations();
+        let alive = handle.peek();
+        assert_eq!(allocations(), before, "the peek allocated");
+        assert_eq!(alive, Liveness::Alive);
+
+        server.try_write(b"x").unwrap();
+        let mut found = Liveness::Alive;
+        for _ in 0..1000 {
+            found = handle.peek();
+            if found != Liveness::Alive {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(found, Liveness::UnexpectedBytes);
+
+        let (handle, server) = pair().await;
+        drop(server);
+        let mut found = Liveness::Alive;
+        for _ in 0..1000 {
+            found = handle.peek();
+            if found != Liveness::Alive {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(found, Liveness::Closed);
+        // A peek consumes nothing: asking again gives the same answer.
+        assert_eq!(handle.peek(), Liveness::Closed);
+    }
+}
