@@ -6,6 +6,7 @@ use crate::client::{Body, Client};
 use crate::connect::{TcpConnector, TcpKeepalive};
 use crate::error::Error;
 use crate::layer::PoolLayer;
+use crate::retry::Policy;
 
 /// Default [`Builder::idle_timeout`]: below the 5 s keep-alive of uvicorn and Node.js
 /// (and well below gunicorn's 2 s once the margin applies to a hint), so the client
@@ -32,6 +33,9 @@ pub(crate) struct PoolConfig {
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) max_requests_per_connection: Option<u64>,
     pub(crate) check_before_reuse: bool,
+    /// Total dispatches per request, from the retry policy.
+    pub(crate) max_attempts: u32,
+    pub(crate) learn_idle_timeout: bool,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +50,8 @@ impl Default for PoolConfig {
             max_lifetime: None,
             max_requests_per_connection: None,
             check_before_reuse: true,
+            max_attempts: Policy::idempotent().get_attempts(),
+            learn_idle_timeout: true,
         }
     }
 }
@@ -88,6 +94,7 @@ impl Default for PoolConfig {
 pub struct Builder {
     config: PoolConfig,
     tcp: TcpConnector,
+    retry: Policy,
 }
 
 impl Builder {
@@ -173,6 +180,18 @@ impl Builder {
         self
     }
 
+    /// Whether to learn each origin's idle timeout from the closes the pool observes
+    /// (the server closing idle connections, stale-connection failures) and close
+    /// connections `keep_alive_margin` before it. Helps with servers that close idle
+    /// connections on a timer but send no `Keep-Alive` hint. The learned value never
+    /// exceeds `idle_timeout`, ignores a single early close, and relaxes by a quarter
+    /// per quiet minute; it is reported in [`PoolStats::learned_idle_timeouts`](crate::PoolStats::learned_idle_timeouts).
+    /// Defaults to `true`.
+    pub fn learn_idle_timeout(mut self, learn: bool) -> Self {
+        self.config.learn_idle_timeout = learn;
+        self
+    }
+
     /// Kernel TCP keepalive for new connections, or `None` to leave it off. Applies to
     /// the built-in connector. Defaults to [`TcpKeepalive::new`]: on, 30 s idle, 10 s
     /// interval, 3 retries.
@@ -195,20 +214,32 @@ impl Builder {
         self
     }
 
+    /// Which failed requests are sent again; see [`retry`](crate::retry). Defaults to
+    /// [`Policy::idempotent`]: a request that never reached the socket is resent
+    /// whatever its method, and one that met a stale reused connection before any
+    /// response byte is resent once if its method is idempotent or it carries an
+    /// `Idempotency-Key`. [`Policy::never`] turns resending off.
+    pub fn retry(mut self, policy: Policy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// Builds a client with the built-in TCP connector (plain `http` only).
     pub fn build<B: Body>(self) -> Result<Client<B>, Error> {
         let config = self.validate()?;
         self.tcp.validate()?;
-        Ok(Client::with_connector(config, self.tcp))
+        Ok(Client::with_connector(config, self.retry, self.tcp))
     }
 
     /// Builds a [`PoolLayer`] that makes a [`Client`] from any connector. The `tcp_*`
     /// options do not apply to a connector of your own.
     pub fn layer<B>(self) -> Result<PoolLayer<B>, Error> {
-        Ok(PoolLayer::from_config(self.validate()?))
+        let config = self.validate()?;
+        Ok(PoolLayer::from_parts(config, self.retry))
     }
 
     fn validate(&self) -> Result<PoolConfig, Error> {
+        self.retry.validate()?;
         let c = &self.config;
         if c.idle_timeout.is_zero() {
             return Err(Error::config(
@@ -243,7 +274,10 @@ impl Builder {
                 )));
             }
         }
-        Ok(c.clone())
+        Ok(PoolConfig {
+            max_attempts: self.retry.get_attempts(),
+            ..c.clone()
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::error::{BoxError, Error, Progress};
 use crate::info::{ConnectionInfo, PoolStats};
 use crate::origin::Origin;
 use crate::pool::{Checkout, ConnectFn, Connected, Pool};
+use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retry, RetryCounters};
 
 /// Request bodies the client can send: any [`http_body::Body`] that can move between
 /// threads, such as `http_body_util::Full<Bytes>` or `Empty<Bytes>`.
@@ -34,23 +35,22 @@ where
 {
 }
 
-/// How many times one request is dispatched when hyper hands it back unsent (the
-/// connection closed before a byte of it was written): once more, on another
-/// connection.
-const MAX_UNSENT_ATTEMPTS: u32 = 2;
-
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
 ///
 /// Cheap to clone: clones share one pool. Use [`request`](Client::request), or the
 /// client as a `tower::Service<http::Request<B>>` to compose it with other layers.
 /// Requests need an absolute URI (`http://host:port/path`); the client adds the `Host`
-/// header when it is missing.
+/// header when it is missing. Failed requests are resent as the [retry
+/// policy](crate::retry) allows ([`Builder::retry`]; by default only what cannot be
+/// executed twice).
 ///
 /// The pool's background tasks (one per connection, one reaper) run on the tokio
 /// runtime the requests are made on; they end when the last clone of the client is
 /// dropped and its connections are closed.
 pub struct Client<B> {
-    pool: Arc<Pool<B>>,
+    pool: Arc<Pool<ReplayBody<B>>>,
+    retry: Retry<PoolService<ReplayBody<B>>>,
+    counters: Arc<RetryCounters>,
 }
 
 impl Client<()> {
@@ -61,14 +61,18 @@ impl Client<()> {
 }
 
 impl<B: Body> Client<B> {
-    pub(crate) fn with_connector<C, IO>(config: PoolConfig, connector: C) -> Client<B>
+    pub(crate) fn with_connector<C, IO>(
+        config: PoolConfig,
+        policy: Policy,
+        connector: C,
+    ) -> Client<B>
     where
         C: tower::Service<Uri, Response = IO> + Clone + Send + Sync + 'static,
         C::Future: Send + 'static,
         C::Error: Into<BoxError>,
         IO: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
     {
-        let connect: ConnectFn<B> = Box::new(move |uri: Uri| {
+        let connect: ConnectFn<ReplayBody<B>> = Box::new(move |uri: Uri| {
             let connector = connector.clone();
             Box::pin(async move {
                 let io = connector
@@ -86,8 +90,16 @@ impl<B: Body> Client<B> {
                 })
             })
         });
+        let pool = Pool::new(config, connect);
+        let counters = Arc::new(RetryCounters::default());
+        let service = PoolService {
+            pool: Arc::clone(&pool),
+            counters: Arc::clone(&counters),
+        };
         Client {
-            pool: Pool::new(config, connect),
+            pool,
+            retry: Retry::with_counters(service, policy, Arc::clone(&counters)),
+            counters,
         }
     }
 
@@ -99,13 +111,18 @@ impl<B: Body> Client<B> {
     /// The response carries a [`ConnectionInfo`] extension.
     pub fn request(&self, req: Request<B>) -> ResponseFuture {
         ResponseFuture {
-            inner: Box::pin(send(Arc::clone(&self.pool), req)),
+            inner: self.retry.send(req),
         }
     }
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
-        self.pool.stats()
+        let (resends, refusals) = self.counters.snapshot();
+        PoolStats {
+            resends,
+            refusals,
+            ..self.pool.stats()
+        }
     }
 
     /// Not public API: checks a connection for `uri`'s origin out of the pool and
@@ -113,17 +130,48 @@ impl<B: Body> Client<B> {
     #[doc(hidden)]
     pub async fn __checkout_and_return(&self, uri: &Uri) -> Result<bool, Error> {
         let origin = Origin::from_uri(uri)?;
-        let checkout = self.pool.checkout(&origin).await?;
+        let checkout = self.pool.checkout(&origin, false).await?;
         let reused = checkout.reused;
         self.pool.checkin(checkout.conn, true);
         Ok(reused)
     }
 }
 
-async fn send<B: Body>(
+/// The pool as a service: one request, on one pooled connection, with the pool's own
+/// resend of a request hyper hands back unsent.
+pub(crate) struct PoolService<B> {
     pool: Arc<Pool<B>>,
+    counters: Arc<RetryCounters>,
+}
+
+impl<B> Clone for PoolService<B> {
+    fn clone(&self) -> Self {
+        PoolService {
+            pool: Arc::clone(&self.pool),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
+impl<B: Body> tower::Service<Request<B>> for PoolService<B> {
+    type Response = Response<Incoming>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Box::pin(send(self.clone(), req))
+    }
+}
+
+async fn send<B: Body>(
+    service: PoolService<B>,
     mut req: Request<B>,
 ) -> Result<Response<Incoming>, Error> {
+    let pool = &service.pool;
     let origin = Origin::from_uri(req.uri())?;
     if !req.headers().contains_key(HOST) {
         req.headers_mut().insert(HOST, origin.host_header());
@@ -134,15 +182,23 @@ async fn send<B: Body>(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::from(path);
+    let fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
+    let mut attempts = req
+        .extensions_mut()
+        .remove::<AttemptsMade>()
+        .map_or(0, |a| a.0);
+    let max_attempts = pool.config().max_attempts;
 
-    let mut attempts = 0;
     loop {
         attempts += 1;
         let Checkout {
             mut conn,
             reused,
             idle_for,
-        } = pool.checkout(&origin).await?;
+        } = pool
+            .checkout(&origin, fresh)
+            .await
+            .map_err(|e| e.with_attempts(attempts - 1))?;
         conn.begin_request(req.headers());
         let before = conn
             .socket
@@ -165,20 +221,21 @@ async fn send<B: Body>(
             }
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {
-                    if attempts < MAX_UNSENT_ATTEMPTS {
+                    if attempts < max_attempts {
+                        service.counters.resent(Progress::NotWritten);
                         tracing::debug!(
                             origin = %origin,
                             conn = conn.id,
+                            attempts,
                             "request came back unsent; sending it on another connection"
                         );
                         req = unsent;
                         continue;
                     }
-                    return Err(Error::request(
-                        Progress::NotWritten,
-                        reused,
-                        error.into_error(),
-                    ));
+                    return Err(
+                        Error::request(Progress::NotWritten, reused, error.into_error())
+                            .with_attempts(attempts),
+                    );
                 }
                 let progress = match (before, &conn.socket) {
                     (Some((written, read)), Some(socket)) => {
@@ -193,7 +250,13 @@ async fn send<B: Body>(
                     // Without a socket handle nobody can tell: assume the worst.
                     _ => Progress::ResponseStarted,
                 };
-                return Err(Error::request(progress, reused, error.into_error()));
+                if reused && progress != Progress::ResponseStarted {
+                    // The server closed this connection after about `idle_for` idle.
+                    pool.observe_server_close(&origin, idle_for);
+                }
+                return Err(
+                    Error::request(progress, reused, error.into_error()).with_attempts(attempts)
+                );
             }
         }
     }
@@ -219,6 +282,8 @@ impl<B> Clone for Client<B> {
     fn clone(&self) -> Self {
         Client {
             pool: Arc::clone(&self.pool),
+            retry: self.retry.clone(),
+            counters: Arc::clone(&self.counters),
         }
     }
 }
@@ -250,14 +315,14 @@ impl<B: Body> tower::Service<Request<B>> for Client<B> {
 /// The future returned by [`Client::request`] and `Client::call`.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>,
+    inner: retry::ResponseFuture<Incoming>,
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Response<Incoming>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
 

@@ -21,6 +21,8 @@ struct Inner {
     kind: Kind,
     progress: Progress,
     reused: bool,
+    /// Dispatches made for the request before it failed (0 when none was made).
+    attempts: u32,
     source: Option<BoxError>,
 }
 
@@ -69,6 +71,7 @@ impl Error {
                 kind,
                 progress: Progress::NotWritten,
                 reused: false,
+                attempts: 0,
                 source: None,
             }),
         }
@@ -96,6 +99,21 @@ impl Error {
     pub(crate) fn with_source(mut self, cause: impl Into<BoxError>) -> Error {
         self.inner.source = Some(cause.into());
         self
+    }
+
+    pub(crate) fn with_attempts(mut self, attempts: u32) -> Error {
+        self.inner.attempts = attempts;
+        self
+    }
+
+    /// Dispatches made before the failure, as far as this error knows.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// The request was dispatched on a connection and failed there.
+    pub(crate) fn is_request_error(&self) -> bool {
+        matches!(self.inner.kind, Kind::Request)
     }
 
     /// An option given to the [`Builder`](crate::Builder) (or to a connector or policy)

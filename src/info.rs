@@ -1,5 +1,6 @@
 //! What the pool tells about a response's connection and about itself.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -57,6 +58,43 @@ pub struct PoolStats {
     pub waiting: usize,
     /// Connections removed from the pool, by reason.
     pub evictions: Evictions,
+    /// Failed requests sent again, by how far they had got.
+    pub resends: Resends,
+    /// Failed requests not sent again, by reason.
+    pub refusals: Refusals,
+    /// The idle timeout learned per origin (`http://host:port`) from the server's own
+    /// closes, as in force now. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
+    pub learned_idle_timeouts: BTreeMap<String, Duration>,
+}
+
+/// Failed requests that were sent again, by how far they had got. See
+/// [`retry`](crate::retry).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resends {
+    /// Never written (hyper handed the request back); resent by the pool itself.
+    pub not_written: u64,
+    /// Written on a reused connection with no response byte back; resent because the
+    /// policy allowed it (idempotent method, `Idempotency-Key`, or `all_methods`).
+    pub written_no_response: u64,
+}
+
+/// Failed requests that were not sent again, by reason. See [`retry`](crate::retry).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusals {
+    /// The method is not idempotent and the request had no `Idempotency-Key`.
+    pub not_idempotent: u64,
+    /// The body was larger than `max_replay_body_bytes`.
+    pub body_too_large: u64,
+    /// The retry budget was spent.
+    pub budget_exhausted: u64,
+    /// Response bytes had arrived: the request was executed.
+    pub response_started: u64,
+    /// The failure was on a fresh connection: not the stale-connection race.
+    pub fresh_connection: u64,
+    /// The policy's attempts were used up.
+    pub attempts_exhausted: u64,
 }
 
 /// Connections the pool closed or dropped, counted by reason. See [`PoolStats`].
@@ -79,6 +117,9 @@ pub struct Evictions {
     /// Closed because `max_idle_per_origin` connections were already idle; the least
     /// recently used one goes.
     pub idle_list_full: u64,
+    /// Closed by the client before the server's learned idle timeout (less the
+    /// margin) ran out, or not reused because it left no room.
+    pub learned_timeout: u64,
 }
 
 impl Evictions {
@@ -91,5 +132,6 @@ impl Evictions {
             + self.connection_close
             + self.closed_by_server
             + self.idle_list_full
+            + self.learned_timeout
     }
 }

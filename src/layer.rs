@@ -9,6 +9,7 @@ use crate::builder::{Builder, PoolConfig};
 use crate::client::{Body, Client};
 use crate::connect::Connection;
 use crate::error::{BoxError, Error};
+use crate::retry::Policy;
 
 /// Turns a connector (a `tower::Service<http::Uri>` whose response is a hyper IO
 /// implementing [`Connection`]) into a [`Client`], so the pool works over connectors of
@@ -27,6 +28,7 @@ use crate::error::{BoxError, Error};
 /// ```
 pub struct PoolLayer<B> {
     config: PoolConfig,
+    retry: Policy,
     _body: PhantomData<fn() -> B>,
 }
 
@@ -38,9 +40,10 @@ impl<B> PoolLayer<B> {
         builder.layer()
     }
 
-    pub(crate) fn from_config(config: PoolConfig) -> Self {
+    pub(crate) fn from_parts(config: PoolConfig, retry: Policy) -> Self {
         PoolLayer {
             config,
+            retry,
             _body: PhantomData,
         }
     }
@@ -57,13 +60,13 @@ where
     type Service = Client<B>;
 
     fn layer(&self, connector: C) -> Client<B> {
-        Client::with_connector(self.config.clone(), connector)
+        Client::with_connector(self.config.clone(), self.retry.clone(), connector)
     }
 }
 
 impl<B> Clone for PoolLayer<B> {
     fn clone(&self) -> Self {
-        PoolLayer::from_config(self.config.clone())
+        PoolLayer::from_parts(self.config.clone(), self.retry.clone())
     }
 }
 

@@ -23,10 +23,13 @@
 //! 3. **Kernel keepalive.** `SO_KEEPALIVE` with `TCP_KEEPIDLE/INTVL/CNT` (and
 //!    `TCP_USER_TIMEOUT` on Linux) on every connection ([`TcpKeepalive`]); the values
 //!    the kernel applied are reported in [`ConnectionInfo::socket`].
-//! 4. **Resend what is safe.** A request that hyper hands back unsent is sent once more
-//!    on another connection; every failure says how far the request got
+//! 4. **Resend what is safe.** Every failure says how far the request got
 //!    ([`Error::request_progress`]) and whether it hit a stale reused connection
-//!    ([`Error::is_stale_connection`]).
+//!    ([`Error::is_stale_connection`]). A request never written is resent whatever its
+//!    method; one written on a reused connection with no response byte back is resent
+//!    once, on a fresh connection, only if its method is idempotent or it carries an
+//!    `Idempotency-Key`; POST and PATCH never, unless you opt in. Resends happen at
+//!    once and draw on a retry budget ([`retry`], [`Builder::retry`]).
 //!
 //! The rule of thumb behind the defaults: the upstream-most side closes first,
 //! `server keep-alive >= client idle_timeout + margin`.
@@ -66,9 +69,12 @@ mod error;
 mod info;
 mod io;
 pub mod keepalive;
+#[cfg(feature = "lab")]
+pub mod lab;
 mod layer;
 mod origin;
 mod pool;
+pub mod retry;
 
 pub use builder::{
     Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -77,5 +83,5 @@ pub use builder::{
 pub use client::{Body, Client, ResponseFuture};
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
-pub use info::{ConnectionInfo, Evictions, PoolStats};
+pub use info::{ConnectionInfo, Evictions, PoolStats, Refusals, Resends};
 pub use layer::PoolLayer;

@@ -68,6 +68,7 @@ struct Server {
     headers: Headers,
     accepted: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Server {
@@ -78,6 +79,7 @@ impl Server {
             headers: Arc::new(headers),
             accepted: Arc::default(),
             closed: Arc::default(),
+            tasks: Arc::default(),
         }
     }
 
@@ -90,7 +92,7 @@ impl Server {
         let headers = Arc::clone(&self.headers);
         let closed = Arc::clone(&self.closed);
         let served = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let n = served.fetch_add(1, Ordering::SeqCst) + 1;
                 // `/big` answers with more than hyper buffers, so the connection stays
@@ -111,6 +113,14 @@ impl Server {
                 .await;
             closed.fetch_add(1, Ordering::SeqCst);
         });
+        self.tasks.lock().unwrap().push(task.abort_handle());
+    }
+
+    /// Closes every connection from the server's side, as an idle timer would.
+    fn close_all(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     fn accepted(&self) -> usize {
@@ -143,9 +153,11 @@ async fn settle() {
 }
 
 async fn get(client: &Client<Empty<Bytes>>) -> ConnectionInfo {
-    let req = Request::get("http://origin.test/")
-        .body(Empty::new())
-        .unwrap();
+    get_from(client, "http://origin.test/").await
+}
+
+async fn get_from(client: &Client<Empty<Bytes>>, url: &str) -> ConnectionInfo {
+    let req = Request::get(url).body(Empty::new()).unwrap();
     let resp = client.request(req).await.expect("request succeeds");
     let info = resp
         .extensions()
@@ -339,4 +351,109 @@ async fn the_reaper_and_connection_tasks_end_when_the_client_is_dropped() {
     // Without moving time: the reaper did not wait for its 60 s deadline to notice.
     assert_eq!(metrics.num_alive_tasks(), 0);
     assert_eq!(server.closed(), 1);
+}
+
+fn learned(client: &Client<Empty<Bytes>>) -> Vec<(String, Duration)> {
+    client.stats().learned_idle_timeouts.into_iter().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_learned_server_timeout_closes_connections_before_it_for_that_origin_only() {
+    let server = Server::plain();
+    let client = server.client(
+        Client::builder()
+            .idle_timeout(Duration::from_secs(30))
+            .keep_alive_margin(ms(500)),
+    );
+    // The server closes a connection of origin.test after 2 s idle.
+    get(&client).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    server.close_all();
+    settle().await;
+    assert_eq!(client.stats().evictions.closed_by_server, 1);
+    assert_eq!(
+        learned(&client),
+        [("http://origin.test".to_string(), Duration::from_secs(2))]
+    );
+
+    // Now origin.test's connections are closed at 2 s - margin; other.test's are not.
+    let first = get(&client).await;
+    assert!(!first.reused);
+    get_from(&client, "http://other.test/").await;
+    assert_eq!(client.stats().idle, 2);
+    tokio::time::advance(ms(1_499)).await;
+    settle().await;
+    assert_eq!(client.stats().idle, 2);
+    tokio::time::advance(ms(1)).await;
+    settle().await;
+    let stats = client.stats();
+    assert_eq!(stats.evictions.learned_timeout, 1);
+    assert_eq!(stats.idle, 1, "other.test's connection stays");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(client.stats().evictions.idle_timeout, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_early_close_does_not_shrink_the_learned_timeout_and_it_relaxes_when_quiet() {
+    let server = Server::plain();
+    // A 200 ms margin: once 2 s is learned the pool closes at 1.8 s, so the server can
+    // still be seen closing earlier.
+    let client = server.client(
+        Client::builder()
+            .idle_timeout(Duration::from_secs(30))
+            .keep_alive_margin(ms(200)),
+    );
+    get(&client).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    server.close_all();
+    settle().await;
+    assert_eq!(learned(&client)[0].1, Duration::from_secs(2));
+
+    // A restart drops a connection after 1.2 s idle: one outlier is not believed.
+    get(&client).await;
+    tokio::time::advance(ms(1_200)).await;
+    server.close_all();
+    settle().await;
+    assert_eq!(client.stats().evictions.closed_by_server, 2);
+    assert_eq!(learned(&client)[0].1, Duration::from_secs(2));
+
+    // A close sooner than the margin is not an observation at all.
+    get(&client).await;
+    tokio::time::advance(ms(100)).await;
+    server.close_all();
+    settle().await;
+    get(&client).await;
+    tokio::time::advance(ms(100)).await;
+    server.close_all();
+    settle().await;
+    assert_eq!(client.stats().evictions.closed_by_server, 4);
+    assert_eq!(learned(&client)[0].1, Duration::from_secs(2));
+
+    // A quiet minute later the value has grown by a quarter; it keeps growing until
+    // it reaches the idle timeout and is forgotten.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(learned(&client)[0].1, ms(2_500));
+    tokio::time::advance(Duration::from_secs(60 * 11)).await;
+    assert_eq!(
+        learned(&client)[0].1,
+        Duration::from_secs_f64(2.0 * 1.25f64.powi(12))
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(
+        learned(&client).is_empty(),
+        "past the 30 s idle timeout it no longer counts"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn learning_can_be_turned_off() {
+    let server = Server::plain();
+    let client = server.client(Client::builder().learn_idle_timeout(false));
+    get(&client).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    server.close_all();
+    settle().await;
+    assert_eq!(client.stats().evictions.closed_by_server, 1);
+    assert!(learned(&client).is_empty());
 }

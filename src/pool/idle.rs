@@ -1,7 +1,8 @@
 //! Idle deadlines and the reaper that enforces them.
 //!
 //! The client closes first: each idle connection gets a deadline,
-//! `now + min(idle_timeout, server hint − keep_alive_margin, lifetime left)`, and is
+//! `now + min(idle_timeout, server hint − margin, learned − margin, lifetime left)`
+//! (see [`learn`](super::learn) for the learned value), and is
 //! closed by the client when it passes. The reaper is one task per pool that sleeps
 //! until the earliest deadline (not a fixed tick), closes what has expired, and ends
 //! when the pool is dropped. Checkout refuses an expired connection on its own, so
@@ -27,10 +28,11 @@ pub(crate) enum Evict {
     ConnectionClose,
     ClosedByServer,
     IdleListFull,
+    LearnedTimeout,
 }
 
 impl Evict {
-    pub(crate) const COUNT: usize = 7;
+    pub(crate) const COUNT: usize = 8;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +43,7 @@ impl Evict {
             Evict::ConnectionClose => "Connection: close",
             Evict::ClosedByServer => "closed by the server while idle",
             Evict::IdleListFull => "max idle per origin",
+            Evict::LearnedTimeout => "learned server idle timeout",
         }
     }
 }
@@ -58,7 +61,12 @@ pub(crate) fn jittered_lifetime(lifetime: Duration, id: u64) -> Duration {
 }
 
 /// Whether a connection whose response just ended must not go back to the idle list.
-pub(crate) fn retire_reason<B>(conn: &Conn<B>, config: &PoolConfig, now: Instant) -> Option<Evict> {
+pub(crate) fn retire_reason<B>(
+    conn: &Conn<B>,
+    config: &PoolConfig,
+    now: Instant,
+    learned: Option<Duration>,
+) -> Option<Evict> {
     if conn.close_requested() {
         return Some(Evict::ConnectionClose);
     }
@@ -81,12 +89,26 @@ pub(crate) fn retire_reason<B>(conn: &Conn<B>, config: &PoolConfig, now: Instant
     {
         return Some(Evict::ServerHint);
     }
+    if learned.is_some_and(|timeout| timeout <= config.keep_alive_margin) {
+        return Some(Evict::LearnedTimeout);
+    }
     None
 }
 
 /// When an idle connection must be closed, and which bound decided it.
-pub(crate) fn deadline<B>(conn: &Conn<B>, config: &PoolConfig, now: Instant) -> (Instant, Evict) {
+pub(crate) fn deadline<B>(
+    conn: &Conn<B>,
+    config: &PoolConfig,
+    now: Instant,
+    learned: Option<Duration>,
+) -> (Instant, Evict) {
     let mut best = (now + config.idle_timeout, Evict::IdleTimeout);
+    if let Some(timeout) = learned {
+        let learned_deadline = now + timeout.saturating_sub(config.keep_alive_margin);
+        if learned_deadline < best.0 {
+            best = (learned_deadline, Evict::LearnedTimeout);
+        }
+    }
     if let Some(timeout) = conn.hint_timeout {
         let hinted = now + timeout.saturating_sub(config.keep_alive_margin);
         if hinted < best.0 {

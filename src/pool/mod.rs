@@ -12,6 +12,7 @@
 
 mod conn;
 mod idle;
+mod learn;
 mod liveness;
 
 use std::collections::hash_map::Entry;
@@ -64,6 +65,8 @@ struct State<B> {
     idle: usize,
     open: usize,
     reaper_running: bool,
+    /// Learned server idle timeouts; outlives the origin's connections.
+    learned: HashMap<Origin, learn::Learned>,
 }
 
 struct OriginState<B> {
@@ -160,6 +163,7 @@ impl<B: Send + 'static> Pool<B> {
                 idle: 0,
                 open: 0,
                 reaper_running: false,
+                learned: HashMap::new(),
             }),
             config,
             connect,
@@ -170,9 +174,19 @@ impl<B: Send + 'static> Pool<B> {
 
     /// A connection for `origin`: the most recently idled one that is still good, a
     /// new one, or (at `max_connections_per_origin`) the first one freed, in FIFO order.
-    pub(crate) async fn checkout(self: &Arc<Self>, origin: &Origin) -> Result<Checkout<B>, Error> {
+    ///
+    /// `fresh` skips the idle list: a resend after a stale-connection failure goes on a
+    /// new connection, as the other idle ones may be just as stale. (At
+    /// `max_connections_per_origin` it still takes the first connection freed, which
+    /// has just finished a response.)
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        origin: &Origin,
+        fresh: bool,
+    ) -> Result<Checkout<B>, Error> {
         loop {
             let mut expired = Vec::new();
+            let mut observed_close = false;
             let step = {
                 let mut guard = self.lock();
                 let state = &mut *guard;
@@ -182,7 +196,7 @@ impl<B: Send + 'static> Pool<B> {
                     None => state.origins.entry(origin.clone()).or_default(),
                 };
                 let mut found = None;
-                while let Some(idle) = entry.idle.pop_back() {
+                while let Some(idle) = if fresh { None } else { entry.idle.pop_back() } {
                     state.deadlines.remove(&(idle.deadline, idle.conn.id));
                     state.idle -= 1;
                     // The reaper may not have run yet: never hand out an expired one.
@@ -191,6 +205,7 @@ impl<B: Send + 'static> Pool<B> {
                         expired.push((idle, reason, ""));
                     } else if idle.conn.tx.is_closed() {
                         expired.push((idle, Evict::ClosedByServer, "connection task ended"));
+                        observed_close = true;
                     } else {
                         found = Some(idle);
                         break;
@@ -221,6 +236,9 @@ impl<B: Send + 'static> Pool<B> {
             let now = Instant::now();
             for (idle, reason, detail) in expired {
                 let idle_for = now.saturating_duration_since(idle.since);
+                if observed_close && reason == Evict::ClosedByServer {
+                    self.observe_server_close(origin, idle_for);
+                }
                 self.evict(origin, idle.conn, reason, idle_for, detail);
             }
             match step {
@@ -316,11 +334,12 @@ impl<B: Send + 'static> Pool<B> {
             }
             return;
         }
-        if let Some(reason) = idle::retire_reason(&conn, &self.config, now) {
+        let learned = self.learned_idle_timeout(&origin, now);
+        if let Some(reason) = idle::retire_reason(&conn, &self.config, now, learned) {
             self.evict(&origin, conn, reason, Duration::ZERO, "");
             return;
         }
-        let (deadline, reason) = idle::deadline(&conn, &self.config, now);
+        let (deadline, reason) = idle::deadline(&conn, &self.config, now, learned);
         let mut conn = conn;
         let mut displaced = None;
         {
@@ -398,6 +417,7 @@ impl<B> Pool<B> {
     fn hand_out(&self, origin: &Origin, conn: Conn<B>, idle_for: Duration) -> Option<Conn<B>> {
         if self.config.check_before_reuse {
             if let Err(liveness) = liveness::check(&conn) {
+                self.observe_server_close(origin, idle_for);
                 self.evict(
                     origin,
                     conn,
@@ -460,6 +480,7 @@ impl<B> Pool<B> {
         };
         if let Some(idle) = idle {
             let idle_for = Instant::now().saturating_duration_since(idle.since);
+            self.observe_server_close(origin, idle_for);
             self.evict(
                 origin,
                 idle.conn,
@@ -467,6 +488,67 @@ impl<B> Pool<B> {
                 idle_for,
                 "closed while idle",
             );
+        }
+    }
+
+    /// The server closed a connection of `origin` that had been idle for `idle_for`
+    /// (or a request met one that was closing): an observation of its idle timer.
+    pub(crate) fn observe_server_close(&self, origin: &Origin, idle_for: Duration) {
+        if !self.config.learn_idle_timeout {
+            return;
+        }
+        if idle_for < self.config.keep_alive_margin {
+            // Sooner than the margin: nothing the pool could act on, and more likely a
+            // crash, a restart or a deliberate reset than an idle timer.
+            tracing::debug!(
+                origin = %origin,
+                observed_ms = idle_for.as_millis() as u64,
+                "not learning from a close shorter than keep_alive_margin"
+            );
+            return;
+        }
+        let now = Instant::now();
+        let changed = {
+            let mut state = self.lock();
+            match state.learned.get_mut(origin) {
+                Some(learned) => learned
+                    .observe(idle_for, now)
+                    .then(|| learned.effective(now, Duration::MAX)),
+                None => {
+                    state
+                        .learned
+                        .insert(origin.clone(), learn::Learned::new(idle_for, now));
+                    Some(Some(idle_for))
+                }
+            }
+        };
+        if let Some(Some(value)) = changed {
+            tracing::info!(
+                origin = %origin,
+                learned_ms = value.as_millis() as u64,
+                observed_ms = idle_for.as_millis() as u64,
+                "learned the server's idle timeout"
+            );
+        }
+    }
+
+    /// The learned idle timeout in force for `origin`, if any.
+    fn learned_idle_timeout(&self, origin: &Origin, now: Instant) -> Option<Duration> {
+        if !self.config.learn_idle_timeout {
+            return None;
+        }
+        let mut state = self.lock();
+        let effective = state
+            .learned
+            .get(origin)
+            .map(|learned| learned.effective(now, self.config.idle_timeout));
+        match effective {
+            Some(None) => {
+                // Relaxed up to the idle timeout: no longer worth keeping.
+                state.learned.remove(origin);
+                None
+            }
+            other => other.flatten(),
         }
     }
 
@@ -523,9 +605,18 @@ impl<B> Pool<B> {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let (idle, open) = {
+        let now = Instant::now();
+        let (idle, open, learned) = {
             let state = self.lock();
-            (state.idle, state.open)
+            let learned = state
+                .learned
+                .iter()
+                .filter_map(|(origin, learned)| {
+                    let value = learned.effective(now, self.config.idle_timeout)?;
+                    Some((origin.to_string(), value))
+                })
+                .collect();
+            (state.idle, state.open, learned)
         };
         let e = |reason: Evict| self.counters.evictions[reason as usize].load(Ordering::Relaxed);
         PoolStats {
@@ -542,7 +633,10 @@ impl<B> Pool<B> {
                 connection_close: e(Evict::ConnectionClose),
                 closed_by_server: e(Evict::ClosedByServer),
                 idle_list_full: e(Evict::IdleListFull),
+                learned_timeout: e(Evict::LearnedTimeout),
             },
+            learned_idle_timeouts: learned,
+            ..PoolStats::default()
         }
     }
 }

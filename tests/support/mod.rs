@@ -34,6 +34,9 @@ const STRAY_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 /// Written for `partial_response_then_rst` before the reset.
 const PARTIAL_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc";
+/// Written for `partial_head_then_rst` before the reset: not even a whole status line
+/// and headers, so the client has response bytes but no response.
+const PARTIAL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-len";
 /// Answer to a request the server cannot parse.
 const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
@@ -79,6 +82,9 @@ pub struct ServerConfig {
     /// a truncated response (`content-length: 100`, body `abc`) and then
     /// closes with RST.
     pub partial_response_then_rst: Vec<String>,
+    /// Request ids for which, the first time, the server writes part of a response
+    /// head and then closes with RST.
+    pub partial_head_then_rst: Vec<String>,
 }
 
 /// Counters shared between the server thread and the test.
@@ -450,6 +456,7 @@ impl Conn {
             };
             let rst_now = first_time(&self.config.rst_without_answer);
             let partial = first_time(&self.config.partial_response_then_rst);
+            let partial_head = first_time(&self.config.partial_head_then_rst);
 
             if let Some(delay) = self.config.response_delay {
                 tokio::time::sleep(delay).await;
@@ -458,8 +465,13 @@ impl Conn {
             if rst_now {
                 return self.close(Close::Rst).await;
             }
-            if partial {
-                if self.stream().write_all(PARTIAL_RESPONSE).await.is_err() {
+            if partial || partial_head {
+                let bytes = if partial {
+                    PARTIAL_RESPONSE
+                } else {
+                    PARTIAL_HEAD
+                };
+                if self.stream().write_all(bytes).await.is_err() {
                     return;
                 }
                 return self.close(Close::Rst).await;

@@ -20,6 +20,34 @@
 //! let err = closefirst::keepalive::parse(b"timeout=soon").unwrap_err();
 //! assert_eq!(err.to_string(), "malformed Keep-Alive header: `timeout` is not a whole number of seconds");
 //! ```
+//!
+//! # Checking and measuring
+//!
+//! The rule of thumb is that the upstream-most side closes first:
+//! `backend keep-alive >= front idle timeout + margin`. [`check_parity`] checks it and
+//! says what to change when it fails; [`probe`] measures a live server (one connection,
+//! held until the server closes it) and recommends an idle timeout; [`parse_duration`]
+//! reads durations with explicit units (`90s`, `1m30s`, `250ms`) so that seconds and
+//! milliseconds are never confused.
+//!
+//! ```
+//! use std::time::Duration;
+//! use closefirst::keepalive::{check_parity, parse_duration};
+//!
+//! let front = parse_duration("4s").unwrap();
+//! let backend = parse_duration("5s").unwrap(); // uvicorn's default
+//! let margin = parse_duration("1500ms").unwrap();
+//! let err = check_parity(front, backend, margin).unwrap_err();
+//! assert_eq!(err.max_front_idle(), Some(Duration::from_millis(3500)));
+//! ```
+
+mod duration;
+mod parity;
+mod probe;
+
+pub use duration::{parse_duration, DurationError};
+pub use parity::{check_parity, ParityError};
+pub use probe::{probe, ProbeOptions, ProbeReport};
 
 use std::fmt;
 use std::time::Duration;

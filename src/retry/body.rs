@@ -1,0 +1,274 @@
+//! [`ReplayBody`]: a request body that can be sent again.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::error::BoxError;
+
+/// A request body that keeps what it sends, up to a cap, so the request can be sent
+/// again after a failure.
+///
+/// Every copy made with [`try_clone`](ReplayBody::try_clone) shares one recording: the
+/// first attempt reads the wrapped body and records each chunk (a `Bytes` chunk is
+/// recorded without copying); a later attempt replays the recording and, if the first
+/// attempt stopped early, goes on reading the wrapped body from where it stopped. Once
+/// more than the cap has been read, recording stops and the body can no longer be
+/// replayed. A body that is empty from the start records nothing.
+pub struct ReplayBody<B> {
+    /// `None` for a body that was empty from the start: nothing to share or record.
+    shared: Option<Arc<Mutex<Shared<B>>>>,
+    /// Index of the next recorded chunk this copy yields.
+    position: usize,
+    /// This copy has yielded its trailers, or the end.
+    done: bool,
+    size_hint: SizeHint,
+    empty: bool,
+}
+
+struct Shared<B> {
+    inner: Option<Pin<Box<B>>>,
+    recorded: VecDeque<Bytes>,
+    recorded_bytes: usize,
+    trailers: Option<HeaderMap>,
+    /// The wrapped body has ended; the recording (if not overflowed) is complete.
+    ended: bool,
+    /// More than the cap was read: the recording is incomplete for good.
+    overflowed: bool,
+    cap: usize,
+}
+
+impl<B: HttpBody> ReplayBody<B> {
+    /// Wraps `body`, keeping up to `cap` bytes of it for replay.
+    pub fn new(body: B, cap: usize) -> Self {
+        let size_hint = body.size_hint();
+        let empty = body.is_end_stream();
+        let shared = (!empty).then(|| {
+            Arc::new(Mutex::new(Shared {
+                inner: Some(Box::pin(body)),
+                recorded: VecDeque::new(),
+                recorded_bytes: 0,
+                trailers: None,
+                ended: false,
+                overflowed: false,
+                cap,
+            }))
+        });
+        ReplayBody {
+            shared,
+            position: 0,
+            done: false,
+            size_hint,
+            empty,
+        }
+    }
+}
+
+impl<B: HttpBody> ReplayBody<B> {
+    /// Wraps `body` without keeping anything: it is sent once and cannot be replayed.
+    pub(crate) fn passthrough(body: B) -> Self {
+        let body = ReplayBody::new(body, 0);
+        if let Some(shared) = &body.shared {
+            shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .overflowed = true;
+        }
+        body
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// A copy that sends the body again from its start, or `None` when that is no
+    /// longer possible (more than the cap was read).
+    pub fn try_clone(&self) -> Option<Self> {
+        if !self.is_replayable() {
+            return None;
+        }
+        Some(ReplayBody {
+            shared: self.shared.clone(),
+            position: 0,
+            done: false,
+            size_hint: self.size_hint,
+            empty: self.empty,
+        })
+    }
+
+    /// Whether [`try_clone`](ReplayBody::try_clone) would succeed.
+    pub fn is_replayable(&self) -> bool {
+        self.shared.as_ref().map_or(true, |shared| {
+            !shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .overflowed
+        })
+    }
+}
+
+impl<B> HttpBody for ReplayBody<B>
+where
+    B: HttpBody,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(shared) = this.shared.as_ref().filter(|_| !this.done) else {
+            return Poll::Ready(None);
+        };
+        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(chunk) = shared.recorded.get(this.position) {
+            this.position += 1;
+            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+        }
+        if shared.ended {
+            this.done = true;
+            return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        }
+        let Some(inner) = shared.inner.as_mut() else {
+            return Poll::Ready(Some(Err("request body is no longer available".into())));
+        };
+        match inner.as_mut().poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                shared.ended = true;
+                shared.inner = None;
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let chunk = data.copy_to_bytes(data.remaining());
+                    if !shared.overflowed {
+                        if shared.recorded_bytes + chunk.len() <= shared.cap {
+                            shared.recorded_bytes += chunk.len();
+                            shared.recorded.push_back(chunk.clone());
+                            this.position += 1;
+                        } else {
+                            shared.overflowed = true;
+                            shared.recorded.clear();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => {
+                        shared.trailers = Some(trailers.clone());
+                        shared.ended = true;
+                        shared.inner = None;
+                        this.done = true;
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    // Neither data nor trailers: a frame kind this crate does not know.
+                    Err(_) => Poll::Ready(Some(Err("unsupported request body frame".into()))),
+                },
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.empty
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.size_hint
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayBody")
+            .field("position", &self.position)
+            .field("replayable", &self.is_replayable())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    async fn collect<B>(body: ReplayBody<B>) -> Bytes
+    where
+        B: HttpBody,
+        B::Error: Into<BoxError>,
+    {
+        body.collect().await.expect("body reads").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn full_body_replays_and_keeps_its_exact_size() {
+        let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 64);
+        let again = body.try_clone().expect("nothing read yet");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(collect(body).await, "hello");
+        assert_eq!(again.size_hint().exact(), Some(5));
+        let third = again.try_clone().unwrap();
+        assert_eq!(collect(again).await, "hello");
+        assert_eq!(collect(third).await, "hello");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_cap_cannot_be_replayed() {
+        let body = ReplayBody::new(Full::new(Bytes::from(vec![7u8; 100])), 64);
+        assert!(body.is_replayable());
+        let copy = body.try_clone().unwrap();
+        assert_eq!(collect(body).await.len(), 100);
+        assert!(!copy.is_replayable());
+        assert!(copy.try_clone().is_none());
+    }
+
+    /// A body that yields the given frames, one per poll.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partly_sent_body_continues_from_the_wrapped_body() {
+        let frames = Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::trailers(HeaderMap::new()),
+        ]));
+        let mut first = ReplayBody::new(frames, 64);
+        let second = first.try_clone().unwrap();
+        // The first attempt reads one chunk and fails.
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "ab");
+        drop(first);
+        // The second sends it all: the recorded chunk, then the rest, then trailers.
+        let collected = second.collect().await.unwrap();
+        assert!(collected.trailers().is_some());
+        assert_eq!(collected.to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn empty_body_is_at_its_end_from_the_start() {
+        let body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 0);
+        assert!(body.is_end_stream());
+        assert!(body.try_clone().is_some());
+    }
+}
