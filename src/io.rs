@@ -198,24 +198,37 @@ impl Read for TcpIo {
     }
 }
 
+impl TcpIo {
+    /// Waits for write readiness and runs one non-blocking write, counting the bytes
+    /// the kernel accepted.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let shared = &*self.shared;
+        loop {
+            ready!(shared.stream.poll_write_ready(cx))?;
+            match write(&shared.stream) {
+                Ok(n) => {
+                    shared.bytes_written.fetch_add(n as u64, Ordering::AcqRel);
+                    return Poll::Ready(Ok(n));
+                }
+                // Readiness was cleared by the failed try; wait for the next edge.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 impl Write for TcpIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let shared = &*self.shared;
-        loop {
-            ready!(shared.stream.poll_write_ready(cx))?;
-            match shared.stream.try_write(buf) {
-                Ok(n) => {
-                    shared.bytes_written.fetch_add(n as u64, Ordering::AcqRel);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.poll_write_with(cx, |stream| stream.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -223,18 +236,7 @@ impl Write for TcpIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let shared = &*self.shared;
-        loop {
-            ready!(shared.stream.poll_write_ready(cx))?;
-            match shared.stream.try_write_vectored(bufs) {
-                Ok(n) => {
-                    shared.bytes_written.fetch_add(n as u64, Ordering::AcqRel);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.poll_write_with(cx, |stream| stream.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

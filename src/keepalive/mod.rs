@@ -54,7 +54,8 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName};
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// The `Keep-Alive` header (the `http` crate has no constant for it).
+pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The parameters of a `Keep-Alive` response header that the pool uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

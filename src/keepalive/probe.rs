@@ -12,12 +12,10 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::parity::{check_parity, Millis, ParityError};
-use super::{from_headers, KeepAlive, ParseError};
+use super::{from_headers, KeepAlive, ParseError, KEEP_ALIVE};
 use crate::connect::{SocketHandle, TcpConnector};
 use crate::error::{Error, Kind};
 use crate::Progress;
-
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
