@@ -334,17 +334,18 @@ impl<B: Send + 'static> Pool<B> {
             }
             return;
         }
-        let learned = self.learned_idle_timeout(&origin, now);
-        if let Some(reason) = idle::retire_reason(&conn, &self.config, now, learned) {
-            self.evict(&origin, conn, reason, Duration::ZERO, "");
-            return;
-        }
-        let (deadline, reason) = idle::deadline(&conn, &self.config, now, learned);
         let mut conn = conn;
         let mut displaced = None;
         {
             let mut guard = self.lock();
             let state = &mut *guard;
+            let learned = learned_for(state, &origin, now, &self.config);
+            if let Some(reason) = idle::retire_reason(&conn, &self.config, now, learned) {
+                drop(guard);
+                self.evict(&origin, conn, reason, Duration::ZERO, "");
+                return;
+            }
+            let (deadline, reason) = idle::deadline(&conn, &self.config, now, learned);
             let entry = state
                 .origins
                 .get_mut(&origin)
@@ -532,26 +533,6 @@ impl<B> Pool<B> {
         }
     }
 
-    /// The learned idle timeout in force for `origin`, if any.
-    fn learned_idle_timeout(&self, origin: &Origin, now: Instant) -> Option<Duration> {
-        if !self.config.learn_idle_timeout {
-            return None;
-        }
-        let mut state = self.lock();
-        let effective = state
-            .learned
-            .get(origin)
-            .map(|learned| learned.effective(now, self.config.idle_timeout));
-        match effective {
-            Some(None) => {
-                // Relaxed up to the idle timeout: no longer worth keeping.
-                state.learned.remove(origin);
-                None
-            }
-            other => other.flatten(),
-        }
-    }
-
     fn evict(
         &self,
         origin: &Origin,
@@ -639,6 +620,27 @@ impl<B> Pool<B> {
             ..PoolStats::default()
         }
     }
+}
+
+/// The learned idle timeout in force for `origin`, if any; forgets one that has
+/// relaxed up to the idle timeout.
+fn learned_for<B>(
+    state: &mut State<B>,
+    origin: &Origin,
+    now: Instant,
+    config: &PoolConfig,
+) -> Option<Duration> {
+    if !config.learn_idle_timeout || state.learned.is_empty() {
+        return None;
+    }
+    let effective = state
+        .learned
+        .get(origin)?
+        .effective(now, config.idle_timeout);
+    if effective.is_none() {
+        state.learned.remove(origin);
+    }
+    effective
 }
 
 /// Removes idle connection `id` of `origin` from its idle list (not from the deadline
