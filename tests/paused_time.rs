@@ -457,3 +457,60 @@ async fn learning_can_be_turned_off() {
     assert_eq!(client.stats().evictions.closed_by_server, 1);
     assert!(learned(&client).is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connector_that_never_finishes_hits_the_connect_timeout() {
+    let connector =
+        tower::service_fn(|_: Uri| std::future::pending::<Result<DuplexIo, Infallible>>());
+    let client: Client<Empty<Bytes>> = Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .layer()
+        .unwrap()
+        .layer(connector);
+    let start = tokio::time::Instant::now();
+    let req = Request::get("http://origin.test/")
+        .body(Empty::new())
+        .unwrap();
+    let err = client.request(req).await.unwrap_err();
+    assert!(err.is_connect() && err.is_timeout(), "{err}");
+    assert_eq!(err.to_string(), "connect timed out after 3000 ms");
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(client.stats().active, 0, "the slot was given back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_is_pending_until_the_connection_is_free() {
+    use tokio_test::assert_pending;
+
+    let server = Server::plain();
+    let client = server.client(Client::builder().max_connections_per_origin(1));
+    let big = Request::get("http://origin.test/big")
+        .body(Empty::new())
+        .unwrap();
+    let held = client.request(big).await.unwrap();
+
+    let req = Request::get("http://origin.test/")
+        .body(Empty::new())
+        .unwrap();
+    let mut waiting = tokio_test::task::spawn(client.request(req));
+    assert_pending!(waiting.poll());
+    settle().await;
+    assert_pending!(waiting.poll());
+    assert_eq!(client.stats().waiting, 1);
+
+    // Reading the held body frees the connection; the waiter is woken and, polled on,
+    // served on it.
+    held.into_body().collect().await.unwrap();
+    settle().await;
+    assert!(waiting.is_woken());
+    let resp = loop {
+        if let std::task::Poll::Ready(resp) = waiting.poll() {
+            break resp;
+        }
+        settle().await;
+    };
+    let resp = resp.expect("served on the freed connection");
+    let info = resp.extensions().get::<ConnectionInfo>().unwrap();
+    assert!(info.reused);
+    assert_eq!(server.accepted(), 1);
+}
