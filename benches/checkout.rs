@@ -23,18 +23,15 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use closefirst::connect::{Connection, SocketHandle};
+use closefirst::lab::DuplexIo;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
 use tower::Layer;
 
@@ -101,43 +98,6 @@ fn checkout(c: &mut Criterion) {
     group.finish();
 }
 
-/// A client-side duplex stream as a hyper IO the pool accepts.
-struct DuplexIo(TokioIo<DuplexStream>);
-
-impl hyper::rt::Read for DuplexIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for DuplexIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl Connection for DuplexIo {
-    fn socket(&self) -> Option<SocketHandle> {
-        None
-    }
-}
-
 /// A client whose every connection is an in-memory duplex stream served by a hyper
 /// server task on the current runtime.
 fn duplex_client() -> closefirst::Client<Empty<Bytes>> {
@@ -151,7 +111,7 @@ fn duplex_client() -> closefirst::Client<Empty<Bytes>> {
                 .serve_connection(TokioIo::new(server_side), service)
                 .await;
         });
-        Ok::<_, Infallible>(DuplexIo(TokioIo::new(client_side)))
+        Ok::<_, Infallible>(DuplexIo::new(client_side))
     });
     closefirst::Client::builder()
         .idle_timeout(IDLE_TIMEOUT)

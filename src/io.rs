@@ -300,6 +300,19 @@ mod tests {
         (TcpIo::new(client.unwrap()).handle(), accepted.unwrap().0)
     }
 
+    /// Peeks until the socket is no longer quiet (the peer's bytes or FIN take a
+    /// moment to arrive, even on loopback); gives up after about a second.
+    async fn first_change(handle: &SocketHandle) -> Liveness {
+        for _ in 0..1000 {
+            let found = handle.peek();
+            if found != Liveness::Alive {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Liveness::Alive
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn peek_tells_alive_fin_and_stray_bytes_apart_without_allocating() {
         let (handle, server) = pair().await;
@@ -309,27 +322,11 @@ mod tests {
         assert_eq!(alive, Liveness::Alive);
 
         server.try_write(b"x").unwrap();
-        let mut found = Liveness::Alive;
-        for _ in 0..1000 {
-            found = handle.peek();
-            if found != Liveness::Alive {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        assert_eq!(found, Liveness::UnexpectedBytes);
+        assert_eq!(first_change(&handle).await, Liveness::UnexpectedBytes);
 
         let (handle, server) = pair().await;
         drop(server);
-        let mut found = Liveness::Alive;
-        for _ in 0..1000 {
-            found = handle.peek();
-            if found != Liveness::Alive {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        assert_eq!(found, Liveness::Closed);
+        assert_eq!(first_change(&handle).await, Liveness::Closed);
         // A peek consumes nothing: asking again gives the same answer.
         assert_eq!(handle.peek(), Liveness::Closed);
     }

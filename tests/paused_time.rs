@@ -6,10 +6,8 @@
 //! IO in flight, paused time only moves when the test moves it.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,45 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
 use tower::Layer;
 
-use closefirst::connect::{Connection, SocketHandle};
+use closefirst::lab::DuplexIo;
 use closefirst::{Client, ConnectionInfo};
-
-/// A client-side duplex stream as a hyper IO the pool accepts.
-struct DuplexIo(TokioIo<DuplexStream>);
-
-impl hyper::rt::Read for DuplexIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for DuplexIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl Connection for DuplexIo {
-    fn socket(&self) -> Option<SocketHandle> {
-        None
-    }
-}
 
 /// Headers the server adds to the n-th response (1-based) on a connection.
 type Headers = Arc<dyn Fn(usize) -> Vec<(&'static str, String)> + Send + Sync>;
@@ -138,7 +99,7 @@ impl Server {
             async move {
                 let (client_side, server_side) = tokio::io::duplex(64 * 1024);
                 server.serve(server_side);
-                Ok::<_, Infallible>(DuplexIo(TokioIo::new(client_side)))
+                Ok::<_, Infallible>(DuplexIo::new(client_side))
             }
         });
         builder.layer().expect("valid settings").layer(connector)

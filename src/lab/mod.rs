@@ -71,8 +71,10 @@
 //!
 //! Both types run on the caller's tokio runtime and stop when dropped.
 
+mod duplex;
 mod origin;
 mod relay;
 
+pub use duplex::DuplexIo;
 pub use origin::{Origin, OriginConfig};
 pub use relay::Relay;
