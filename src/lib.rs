@@ -61,7 +61,7 @@
 //! `Client` is also a `tower::Service<http::Request<B>>`, and [`PoolLayer`] builds one
 //! over a connector of your own.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod client;
