@@ -306,22 +306,23 @@ impl Retrier {
     /// Whether a request that failed with `error` is sent again. Counts and logs the
     /// decision; a `true` has already drawn on the budget.
     pub(crate) fn should_resend(&self, error: &Error, request: &Attempted<'_>) -> bool {
+        // Errors that never reached a connection (connect, timeouts, bad URIs) are not
+        // this policy's business and are not counted as refusals.
+        if !error.is_request_error() {
+            return false;
+        }
         let progress = error.request_progress();
         match self.refusal(error, request) {
             Some(refusal) => {
-                // Errors that never reached a connection (connect, timeouts, bad URIs)
-                // are not this policy's business and are not counted as refusals.
-                if error.is_request_error() {
-                    self.counters.refused(refusal);
-                    tracing::debug!(
-                        method = %request.method,
-                        ?progress,
-                        reused = error.is_reused_connection(),
-                        attempts = request.attempts,
-                        reason = refusal.as_str(),
-                        "not resending the failed request"
-                    );
-                }
+                self.counters.refused(refusal);
+                tracing::debug!(
+                    method = %request.method,
+                    ?progress,
+                    reused = error.is_reused_connection(),
+                    attempts = request.attempts,
+                    reason = refusal.as_str(),
+                    "not resending the failed request"
+                );
                 false
             }
             None => {
@@ -338,10 +339,8 @@ impl Retrier {
         }
     }
 
+    /// Why a request that failed on a connection is not sent again, if it is not.
     fn refusal(&self, error: &Error, request: &Attempted<'_>) -> Option<Refusal> {
-        if !error.is_request_error() {
-            return Some(Refusal::ResponseStarted);
-        }
         let all = self.policy.methods == Methods::All;
         match error.request_progress() {
             Progress::ResponseStarted => return Some(Refusal::ResponseStarted),
