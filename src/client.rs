@@ -5,10 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
@@ -17,7 +18,7 @@ use crate::connect::Connection;
 use crate::error::{BoxError, Error, Progress};
 use crate::info::{ConnectionInfo, PoolStats};
 use crate::origin::Origin;
-use crate::pool::{Checkout, ConnectFn, Connected, Pool};
+use crate::pool::{Checkout, Conn, ConnectFn, Connected, Evict, Pool};
 use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retry, RetryCounters};
 
 /// Request bodies the client can send: any [`http_body::Body`] that can move between
@@ -86,7 +87,10 @@ impl<B: Body> Client<B> {
                 Ok(Connected {
                     tx,
                     socket,
-                    driver: Box::pin(driver),
+                    // With upgrades, a `101 Switching Protocols` hands the IO to
+                    // `hyper::upgrade::on(response)`; the connection never comes back to
+                    // the pool, as its task ends.
+                    driver: Box::pin(driver.with_upgrades()),
                 })
             })
         });
@@ -153,7 +157,7 @@ impl<B> Clone for PoolService<B> {
     }
 }
 
-impl<B: Body> tower::Service<Request<B>> for PoolService<B> {
+impl<B: Body> tower::Service<Request<ReplayBody<B>>> for PoolService<ReplayBody<B>> {
     type Response = Response<Incoming>;
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
@@ -162,16 +166,22 @@ impl<B: Body> tower::Service<Request<B>> for PoolService<B> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<ReplayBody<B>>) -> Self::Future {
         Box::pin(send(self.clone(), req))
     }
 }
 
 async fn send<B: Body>(
-    service: PoolService<B>,
-    mut req: Request<B>,
+    service: PoolService<ReplayBody<B>>,
+    mut req: Request<ReplayBody<B>>,
 ) -> Result<Response<Incoming>, Error> {
     let pool = &service.pool;
+    if req.method() == Method::CONNECT {
+        return Err(Error::unsupported(
+            "CONNECT opens a tunnel, which a pooled connection cannot carry; \
+             use a connector of your own that opens the tunnel (see PoolLayer)",
+        ));
+    }
     let origin = Origin::from_uri(req.uri())?;
     if !req.headers().contains_key(HOST) {
         req.headers_mut().insert(HOST, origin.host_header());
@@ -182,7 +192,7 @@ async fn send<B: Body>(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::from(path);
-    let fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
+    let mut fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
     let mut attempts = req
         .extensions_mut()
         .remove::<AttemptsMade>()
@@ -192,19 +202,25 @@ async fn send<B: Body>(
     loop {
         attempts += 1;
         let Checkout {
-            mut conn,
+            conn,
             reused,
             idle_for,
         } = pool
             .checkout(&origin, fresh)
             .await
-            .map_err(|e| e.with_attempts(attempts - 1))?;
+            .map_err(|e| e.with_attempts(attempts))?;
+        // Asked after a failure: did the caller's own body fail? hyper consumed the
+        // request, so keep a handle that reads nothing.
+        let body = req.body().observer();
+        let mut conn = InFlight::new(pool, conn);
         conn.begin_request(req.headers());
         let before = conn
             .socket
             .as_ref()
             .map(|s| (s.bytes_written(), s.bytes_read()));
-        match conn.tx.try_send_request(req).await {
+        let sent = conn.tx.try_send_request(req).await;
+        let mut conn = conn.landed();
+        match sent {
             Ok(mut response) => {
                 conn.observe_response(response.headers());
                 response.extensions_mut().insert(ConnectionInfo {
@@ -221,15 +237,28 @@ async fn send<B: Body>(
             }
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {
+                    // hyper never started this request: the connection was closing
+                    // under it, so the server closed it, and any other idle one may be
+                    // just as stale. Resend on a fresh connection.
+                    if reused {
+                        pool.observe_server_close(&origin, idle_for);
+                    }
+                    pool.evict(
+                        &origin,
+                        conn,
+                        Evict::ClosedByServer,
+                        idle_for,
+                        "closed before the request was written",
+                    );
                     if attempts < max_attempts {
                         service.counters.resent(Progress::NotWritten);
                         tracing::debug!(
                             origin = %origin,
-                            conn = conn.id,
                             attempts,
-                            "request came back unsent; sending it on another connection"
+                            "request came back unsent; sending it on a new connection"
                         );
                         req = unsent;
+                        fresh = true;
                         continue;
                     }
                     return Err(
@@ -250,14 +279,77 @@ async fn send<B: Body>(
                     // Without a socket handle nobody can tell: assume the worst.
                     _ => Progress::ResponseStarted,
                 };
+                let error = error.into_error();
+                if body.has_failed() {
+                    // The caller's body broke, not the connection: nothing to learn
+                    // about the server, and nothing that may be sent again.
+                    return Err(Error::body(progress, reused, error).with_attempts(attempts));
+                }
+                if error.is_user() {
+                    return Err(Error::unsupported("hyper refused to send the request")
+                        .with_source(error)
+                        .with_attempts(attempts));
+                }
                 if reused && progress != Progress::ResponseStarted {
                     // The server closed this connection after about `idle_for` idle.
                     pool.observe_server_close(&origin, idle_for);
                 }
-                return Err(
-                    Error::request(progress, reused, error.into_error()).with_attempts(attempts)
-                );
+                return Err(Error::request(progress, reused, error).with_attempts(attempts));
             }
+        }
+    }
+}
+
+/// A connection carrying a request whose response has not arrived. If the request
+/// future is dropped now (a caller's timeout, a client that went away), the request
+/// is abandoned half-way and the connection cannot be reused: it is counted and logged
+/// as it closes, rather than vanishing silently.
+struct InFlight<'a, B: Send + 'static> {
+    pool: &'a Arc<Pool<B>>,
+    conn: Option<Conn<B>>,
+}
+
+impl<'a, B: Send + 'static> InFlight<'a, B> {
+    fn new(pool: &'a Arc<Pool<B>>, conn: Conn<B>) -> Self {
+        InFlight {
+            pool,
+            conn: Some(conn),
+        }
+    }
+
+    /// The request came back (a response or an error): the connection is the caller's.
+    fn landed(mut self) -> Conn<B> {
+        self.conn
+            .take()
+            .expect("the connection is only taken by landed(), which consumes the guard")
+    }
+}
+
+impl<B: Send + 'static> std::ops::Deref for InFlight<'_, B> {
+    type Target = Conn<B>;
+
+    fn deref(&self) -> &Conn<B> {
+        self.conn.as_ref().expect("present until landed()")
+    }
+}
+
+impl<B: Send + 'static> std::ops::DerefMut for InFlight<'_, B> {
+    fn deref_mut(&mut self) -> &mut Conn<B> {
+        self.conn.as_mut().expect("present until landed()")
+    }
+}
+
+impl<B: Send + 'static> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let origin = conn.origin().clone();
+            self.pool.evict(
+                &origin,
+                conn,
+                Evict::Cancelled,
+                Duration::ZERO,
+                "request future dropped before its response arrived",
+            );
         }
     }
 }

@@ -4,6 +4,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+use http::Method;
+
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Errors returned by [`Client`](crate::Client), its [`Builder`](crate::Builder) and the
@@ -23,6 +25,8 @@ struct Inner {
     reused: bool,
     /// Dispatches made for the request before it failed (0 when none was made).
     attempts: u32,
+    /// The request's method and origin (`http://host:port`), when the error is about one.
+    request: Option<(Method, String)>,
     source: Option<BoxError>,
 }
 
@@ -40,6 +44,10 @@ pub(crate) enum Kind {
     CheckoutTimeout(Duration),
     /// The request was dispatched on a connection and failed there.
     Request,
+    /// The caller's own request body yielded an error while it was being sent.
+    Body,
+    /// The request asks for something the client does not do; the string says what.
+    Unsupported(String),
 }
 
 /// How far a failed request got before it failed.
@@ -64,6 +72,31 @@ pub enum Progress {
     ResponseStarted,
 }
 
+impl Progress {
+    /// The further of two progresses: an attempt that got further is what counts for
+    /// the whole request.
+    pub(crate) fn furthest(self, other: Progress) -> Progress {
+        let rank = |p: Progress| match p {
+            Progress::NotWritten => 0,
+            Progress::WrittenNoResponse => 1,
+            Progress::ResponseStarted => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Progress::NotWritten => "before it was written",
+            Progress::WrittenNoResponse => "after it was written, with no response",
+            Progress::ResponseStarted => "after the response started",
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn new(kind: Kind) -> Error {
         Error {
@@ -72,6 +105,7 @@ impl Error {
                 progress: Progress::NotWritten,
                 reused: false,
                 attempts: 0,
+                request: None,
                 source: None,
             }),
         }
@@ -96,6 +130,36 @@ impl Error {
         error
     }
 
+    /// The caller's request body failed; `progress` is how far the request had got.
+    pub(crate) fn body(progress: Progress, reused: bool, cause: impl Into<BoxError>) -> Error {
+        let mut error = Error::new(Kind::Body).with_source(cause);
+        error.inner.progress = progress;
+        error.inner.reused = reused;
+        error
+    }
+
+    pub(crate) fn unsupported(message: impl Into<String>) -> Error {
+        Error::new(Kind::Unsupported(message.into()))
+    }
+
+    /// Raises the reported progress to `progress` if an earlier attempt got further.
+    pub(crate) fn with_progress_at_least(mut self, progress: Progress) -> Error {
+        self.inner.progress = self.inner.progress.furthest(progress);
+        self
+    }
+
+    /// Names the request the error is about, unless a more precise name is already set.
+    pub(crate) fn with_request(
+        mut self,
+        method: &Method,
+        origin: impl FnOnce() -> String,
+    ) -> Error {
+        if self.inner.request.is_none() {
+            self.inner.request = Some((method.clone(), origin()));
+        }
+        self
+    }
+
     pub(crate) fn with_source(mut self, cause: impl Into<BoxError>) -> Error {
         self.inner.source = Some(cause.into());
         self
@@ -106,8 +170,10 @@ impl Error {
         self
     }
 
-    /// Dispatches made before the failure, as far as this error knows.
-    pub(crate) fn attempts(&self) -> u32 {
+    /// How many times the request was dispatched on a connection in all, resends
+    /// included; 0 when it never got that far (an invalid URI, a failed connect on the
+    /// first attempt, a checkout timeout).
+    pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
 
@@ -146,10 +212,35 @@ impl Error {
     /// The request failed on a *reused* connection before any response byte came back:
     /// the signature of the keep-alive race, where the server closed the idle
     /// connection as the request was being sent.
+    ///
+    /// **This does not mean the server did not run the request.** When
+    /// [`request_progress`](Error::request_progress) is
+    /// [`WrittenNoResponse`](Progress::WrittenNoResponse), the request reached the
+    /// socket and the server may have executed it before the connection died (or the
+    /// connection died before the server read it: nobody can tell). Only
+    /// [`NotWritten`](Progress::NotWritten) proves it never left the client. Resend a
+    /// stale-connection failure yourself only if the request is idempotent or carries an
+    /// `Idempotency-Key`, as the [retry policy](crate::retry) does.
+    ///
+    /// Never true for a failure of the caller's own body ([`is_body`](Error::is_body)).
     pub fn is_stale_connection(&self) -> bool {
         matches!(self.inner.kind, Kind::Request)
             && self.inner.reused
             && self.inner.progress != Progress::ResponseStarted
+    }
+
+    /// The caller's own request body yielded an error while the request was being sent
+    /// (a file read failed, a proxied upload was aborted by its client). Such a request
+    /// is never resent, since its body cannot be sent whole; the server got at most
+    /// part of it. [`source`](StdError::source) is the body's error.
+    pub fn is_body(&self) -> bool {
+        matches!(self.inner.kind, Kind::Body)
+    }
+
+    /// The request asks for something the client does not do, such as `CONNECT`
+    /// (tunnels need a connector of their own). Nothing was sent.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self.inner.kind, Kind::Unsupported(_))
     }
 
     /// Whether the connection the request failed on had served earlier requests.
@@ -158,7 +249,9 @@ impl Error {
         self.inner.reused
     }
 
-    /// How far the request got before it failed. See [`Progress`].
+    /// How far the request got before it failed: the furthest that *any* of its
+    /// attempts got, so an error from a resend (say, a failed connect) still reports
+    /// that an earlier attempt was written. See [`Progress`].
     pub fn request_progress(&self) -> Progress {
         self.inner.progress
     }
@@ -168,10 +261,13 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("closefirst::Error");
         d.field("kind", &self.inner.kind);
-        if matches!(self.inner.kind, Kind::Request) {
-            d.field("progress", &self.inner.progress);
-            d.field("reused", &self.inner.reused);
+        if let Some((method, origin)) = &self.inner.request {
+            d.field("method", method);
+            d.field("origin", origin);
         }
+        d.field("progress", &self.inner.progress);
+        d.field("reused", &self.inner.reused);
+        d.field("attempts", &self.inner.attempts);
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
@@ -181,29 +277,53 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner.kind {
-            Kind::Config(message) => write!(f, "invalid configuration: {message}"),
-            Kind::InvalidUri(message) => write!(f, "invalid request URI: {message}"),
-            Kind::Connect(what) => write!(f, "failed to connect to {what}"),
+        let inner = &*self.inner;
+        if let Some((method, origin)) = &inner.request {
+            write!(f, "{method} {origin}: ")?;
+        }
+        let connection = if inner.reused { "reused" } else { "new" };
+        match &inner.kind {
+            Kind::Config(message) => write!(f, "invalid configuration: {message}")?,
+            Kind::InvalidUri(message) => write!(f, "invalid request URI: {message}")?,
+            Kind::Unsupported(message) => write!(f, "unsupported request: {message}")?,
+            // The origin is already named in front.
+            Kind::Connect(_) if inner.request.is_some() => f.write_str("failed to connect")?,
+            Kind::Connect(what) => write!(f, "failed to connect to {what}")?,
             Kind::ConnectTimeout(after) => {
-                write!(f, "connect timed out after {} ms", after.as_millis())
+                write!(f, "connect timed out after {} ms", after.as_millis())?
             }
             Kind::CheckoutTimeout(after) => write!(
                 f,
                 "timed out after {} ms waiting for a connection \
                  (max_connections_per_origin reached)",
                 after.as_millis()
-            ),
-            Kind::Request => {
-                let progress = match self.inner.progress {
-                    Progress::NotWritten => "before it was written",
-                    Progress::WrittenNoResponse => "after it was written, with no response",
-                    Progress::ResponseStarted => "after the response started",
-                };
-                let connection = if self.inner.reused { "reused" } else { "new" };
-                write!(f, "request failed {progress} on a {connection} connection")
-            }
+            )?,
+            Kind::Request => write!(
+                f,
+                "request failed {} on a {connection} connection",
+                inner.progress.describe()
+            )?,
+            Kind::Body => write!(
+                f,
+                "the request body failed {} on a {connection} connection; not resent",
+                inner.progress.describe()
+            )?,
         }
+        // A resend that failed earlier than a previous attempt got: say so, as the
+        // progress reported is the earlier attempt's.
+        if !matches!(inner.kind, Kind::Request | Kind::Body)
+            && inner.progress != Progress::NotWritten
+        {
+            write!(
+                f,
+                "; an earlier attempt failed {}",
+                inner.progress.describe()
+            )?;
+        }
+        if inner.attempts > 1 {
+            write!(f, " ({} attempts)", inner.attempts)?;
+        }
+        Ok(())
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Refusals {
     pub fresh_connection: u64,
     /// The policy's attempts were used up.
     pub attempts_exhausted: u64,
+    /// The request's own body yielded an error: it is never resent, whatever the policy.
+    pub body_failed: u64,
 }
 
 /// Connections the pool closed or dropped, counted by reason. See [`PoolStats`].
@@ -120,6 +122,10 @@ pub struct Evictions {
     /// Closed by the client before the server's learned idle timeout (less the
     /// margin) ran out, or not reused because it left no room.
     pub learned_timeout: u64,
+    /// Closed because the caller dropped the request future (a timeout of its own, a
+    /// client that went away) while the request was on the connection: a connection
+    /// with a request abandoned half-way cannot carry another.
+    pub cancelled: u64,
 }
 
 impl Evictions {
@@ -133,5 +139,6 @@ impl Evictions {
             + self.closed_by_server
             + self.idle_list_full
             + self.learned_timeout
+            + self.cancelled
     }
 }

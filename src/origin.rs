@@ -71,6 +71,19 @@ impl Origin {
     }
 }
 
+/// How an error names the origin of `uri`: `scheme://host[:port]`, never with user
+/// information (it may hold a password). A URI that names no origin is shown as given.
+pub(crate) fn describe(uri: &Uri) -> String {
+    match Origin::from_uri(uri) {
+        Ok(origin) => origin.to_string(),
+        Err(_) => match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => format!("{scheme}://{host}"),
+            _ if uri.authority().is_none() => uri.to_string(),
+            _ => String::from("(invalid URI)"),
+        },
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.scheme, self.authority)

@@ -434,7 +434,11 @@ async fn a_connector_that_never_finishes_hits_the_connect_timeout() {
         .unwrap();
     let err = client.request(req).await.unwrap_err();
     assert!(err.is_connect() && err.is_timeout(), "{err}");
-    assert_eq!(err.to_string(), "connect timed out after 3000 ms");
+    assert_eq!(
+        err.to_string(),
+        "GET http://origin.test: connect timed out after 3000 ms"
+    );
+    assert_eq!(err.attempts(), 1);
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     assert_eq!(client.stats().active, 0, "the slot was given back");
 }

@@ -29,10 +29,12 @@ pub(crate) enum Evict {
     ClosedByServer,
     IdleListFull,
     LearnedTimeout,
+    /// The request future was dropped while the connection carried its request.
+    Cancelled,
 }
 
 impl Evict {
-    pub(crate) const COUNT: usize = 8;
+    pub(crate) const COUNT: usize = 9;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +46,7 @@ impl Evict {
             Evict::ClosedByServer => "closed by the server while idle",
             Evict::IdleListFull => "max idle per origin",
             Evict::LearnedTimeout => "learned server idle timeout",
+            Evict::Cancelled => "request cancelled mid-flight",
         }
     }
 }

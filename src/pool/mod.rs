@@ -533,7 +533,8 @@ impl<B> Pool<B> {
         }
     }
 
-    fn evict(
+    /// Closes `conn`, counting and logging why.
+    pub(crate) fn evict(
         &self,
         origin: &Origin,
         conn: Conn<B>,
@@ -615,6 +616,7 @@ impl<B> Pool<B> {
                 closed_by_server: e(Evict::ClosedByServer),
                 idle_list_full: e(Evict::IdleListFull),
                 learned_timeout: e(Evict::LearnedTimeout),
+                cancelled: e(Evict::Cancelled),
             },
             learned_idle_timeouts: learned,
             ..PoolStats::default()

@@ -21,6 +21,10 @@ use crate::error::BoxError;
 /// attempt stopped early, goes on reading the wrapped body from where it stopped. Once
 /// more than the cap has been read, recording stops and the body can no longer be
 /// replayed. A body that is empty from the start records nothing.
+///
+/// If the wrapped body yields an error, the body can never be replayed: every copy
+/// fails from then on. Replaying what was recorded and ending there would send a
+/// truncated body that the server would take as complete.
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty from the start: nothing to share or record.
     shared: Option<Arc<Mutex<Shared<B>>>>,
@@ -41,6 +45,8 @@ struct Shared<B> {
     ended: bool,
     /// More than the cap was read: the recording is incomplete for good.
     overflowed: bool,
+    /// The wrapped body yielded an error: there is no whole body to send, ever.
+    failed: bool,
     cap: usize,
 }
 
@@ -57,6 +63,7 @@ impl<B: HttpBody> ReplayBody<B> {
                 trailers: None,
                 ended: false,
                 overflowed: false,
+                failed: false,
                 cap,
             }))
         });
@@ -100,14 +107,32 @@ impl<B> ReplayBody<B> {
         })
     }
 
-    /// Whether [`try_clone`](ReplayBody::try_clone) would succeed.
+    /// Whether [`try_clone`](ReplayBody::try_clone) would succeed: false once more than
+    /// the cap was read, or once the wrapped body has failed.
     pub fn is_replayable(&self) -> bool {
         self.shared.as_ref().map_or(true, |shared| {
-            !shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .overflowed
+            let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            !shared.overflowed && !shared.failed
         })
+    }
+
+    /// A copy that yields nothing and reads nothing, kept to ask
+    /// [`has_failed`](ReplayBody::has_failed) after the body was handed to hyper.
+    pub(crate) fn observer(&self) -> Self {
+        ReplayBody {
+            shared: self.shared.clone(),
+            position: 0,
+            done: true,
+            size_hint: self.size_hint,
+            empty: self.empty,
+        }
+    }
+
+    /// Whether the wrapped body yielded an error (on any copy).
+    pub fn has_failed(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|shared| shared.lock().unwrap_or_else(PoisonError::into_inner).failed)
     }
 }
 
@@ -128,6 +153,10 @@ where
             return Poll::Ready(None);
         };
         let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.failed {
+            this.done = true;
+            return Poll::Ready(Some(Err(BodyFailedEarlier.into())));
+        }
         if let Some(chunk) = shared.recorded.get(this.position) {
             this.position += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
@@ -147,7 +176,14 @@ where
                 this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                // No copy may ever send this body again, not even the part recorded.
+                shared.failed = true;
+                shared.inner = None;
+                shared.recorded.clear();
+                this.done = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(mut data) => {
                     let chunk = data.copy_to_bytes(data.remaining());
@@ -186,6 +222,18 @@ where
         self.size_hint
     }
 }
+
+/// What a copy of a [`ReplayBody`] yields once the wrapped body has failed.
+#[derive(Debug)]
+struct BodyFailedEarlier;
+
+impl fmt::Display for BodyFailedEarlier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body failed on an earlier attempt and cannot be sent again")
+    }
+}
+
+impl std::error::Error for BodyFailedEarlier {}
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -263,6 +311,49 @@ mod tests {
         let collected = second.collect().await.unwrap();
         assert!(collected.trailers().is_some());
         assert_eq!(collected.to_bytes(), "abcd");
+    }
+
+    /// A body that yields `ab`, then an I/O error, then (if polled again) ends, as
+    /// `tokio_util::io::ReaderStream` does after a failed read.
+    struct FailsAfter(Option<Bytes>, bool);
+
+    impl HttpBody for FailsAfter {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if let Some(chunk) = self.0.take() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if !self.1 {
+                self.1 = true;
+                return Poll::Ready(Some(Err(std::io::Error::other("read failed"))));
+            }
+            Poll::Ready(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_failed_is_never_replayed_not_even_in_part() {
+        let mut first = ReplayBody::new(FailsAfter(Some(Bytes::from_static(b"ab")), false), 64);
+        let spare = first.try_clone().expect("nothing read yet");
+        assert_eq!(
+            first.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        let error = first.frame().await.unwrap().unwrap_err();
+        assert_eq!(error.to_string(), "read failed");
+        assert!(first.frame().await.is_none(), "the failed copy ends");
+        drop(first);
+        assert!(spare.has_failed());
+        assert!(!spare.is_replayable());
+        assert!(spare.try_clone().is_none());
+        // The copy made before the failure must not send `ab` and stop as if complete.
+        let replay = spare.collect().await;
+        assert!(replay.is_err(), "a replay of a failed body must fail");
     }
 
     #[tokio::test]

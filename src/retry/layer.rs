@@ -13,8 +13,9 @@ use super::{
     Attempted, FreshConnection, Policy, ReplayBody, Retrier, RetryCounters, IDEMPOTENCY_KEY,
 };
 use crate::client::Body;
-use crate::error::Error;
+use crate::error::{Error, Progress};
 use crate::info::{Refusals, Resends};
+use crate::origin;
 
 /// How many attempts a request has already had, handed to the pool so that its own
 /// resends of unsent requests count against the same [`Policy::attempts`].
@@ -169,8 +170,24 @@ where
 }
 
 async fn retry<S, B, T>(
-    mut inner: S,
+    inner: S,
     retrier: Arc<Retrier>,
+    req: Request<B>,
+) -> Result<Response<T>, Error>
+where
+    S: tower::Service<Request<ReplayBody<B>>, Response = Response<T>, Error = Error>,
+    B: Body,
+{
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let outcome = attempt_all(inner, &retrier, req).await;
+    // However the request failed, the caller learns which request it was.
+    outcome.map_err(|error| error.with_request(&method, || origin::describe(&uri)))
+}
+
+async fn attempt_all<S, B, T>(
+    mut inner: S,
+    retrier: &Retrier,
     req: Request<B>,
 ) -> Result<Response<T>, Error>
 where
@@ -199,6 +216,7 @@ where
                 method: &method,
                 has_idempotency_key,
                 body_replayable: false,
+                body_failed: false,
                 attempts: error.attempts().max(attempts + 1),
             };
             retrier.should_resend(error, &attempted);
@@ -207,6 +225,9 @@ where
     }
 
     let mut body = ReplayBody::new(body, policy.max_replay_bytes());
+    // The furthest any attempt got: a later attempt that fails sooner (a resend whose
+    // connect fails) must not make the request look as if it never reached the server.
+    let mut furthest = Progress::NotWritten;
     loop {
         let spare = body.try_clone();
         let mut req = Request::new(body);
@@ -224,11 +245,23 @@ where
             Ok(response) => return Ok(response),
             Err(error) => error,
         };
-        attempts = error.attempts().max(attempts + 1);
+        // A failure on a connection is one more attempt, even from an inner service
+        // that does not count them; one before any connection (a refused request)
+        // counts as whatever the inner service says.
+        attempts = if error.is_request_error() || error.is_body() {
+            error.attempts().max(attempts + 1)
+        } else {
+            error.attempts().max(attempts)
+        };
+        furthest = furthest.furthest(error.request_progress());
+        let error = error
+            .with_progress_at_least(furthest)
+            .with_attempts(attempts);
         let attempted = Attempted {
             method: &parts.method,
             has_idempotency_key,
             body_replayable: spare.as_ref().is_some_and(ReplayBody::is_replayable),
+            body_failed: spare.as_ref().is_some_and(ReplayBody::has_failed),
             attempts,
         };
         // `spare` is only `None` when the body was already past the cap, which the

@@ -208,6 +208,7 @@ pub(crate) enum Refusal {
     ResponseStarted,
     FreshConnection,
     AttemptsExhausted,
+    BodyFailed,
 }
 
 impl Refusal {
@@ -219,6 +220,7 @@ impl Refusal {
             Refusal::ResponseStarted => "response had started",
             Refusal::FreshConnection => "failed on a fresh connection",
             Refusal::AttemptsExhausted => "no attempts left",
+            Refusal::BodyFailed => "the request's own body failed",
         }
     }
 }
@@ -229,7 +231,7 @@ impl Refusal {
 pub(crate) struct RetryCounters {
     resent_not_written: AtomicU64,
     resent_written_no_response: AtomicU64,
-    refused: [AtomicU64; 6],
+    refused: [AtomicU64; 7],
 }
 
 impl RetryCounters {
@@ -259,6 +261,7 @@ impl RetryCounters {
                 response_started: r(Refusal::ResponseStarted),
                 fresh_connection: r(Refusal::FreshConnection),
                 attempts_exhausted: r(Refusal::AttemptsExhausted),
+                body_failed: r(Refusal::BodyFailed),
             },
         )
     }
@@ -276,6 +279,8 @@ pub(crate) struct Attempted<'a> {
     pub(crate) method: &'a Method,
     pub(crate) has_idempotency_key: bool,
     pub(crate) body_replayable: bool,
+    /// The caller's body yielded an error on some attempt: it can never be sent whole.
+    pub(crate) body_failed: bool,
     /// Attempts made so far, this one included.
     pub(crate) attempts: u32,
 }
@@ -308,7 +313,7 @@ impl Retrier {
     pub(crate) fn should_resend(&self, error: &Error, request: &Attempted<'_>) -> bool {
         // Errors that never reached a connection (connect, timeouts, bad URIs) are not
         // this policy's business and are not counted as refusals.
-        if !error.is_request_error() {
+        if !error.is_request_error() && !error.is_body() {
             return false;
         }
         let progress = error.request_progress();
@@ -341,6 +346,11 @@ impl Retrier {
 
     /// Why a request that failed on a connection is not sent again, if it is not.
     fn refusal(&self, error: &Error, request: &Attempted<'_>) -> Option<Refusal> {
+        // First, whatever the policy: a body that failed cannot be sent whole again, and
+        // a truncated resend would be executed as if complete.
+        if error.is_body() || request.body_failed {
+            return Some(Refusal::BodyFailed);
+        }
         let all = self.policy.methods == Methods::All;
         match error.request_progress() {
             Progress::ResponseStarted => return Some(Refusal::ResponseStarted),

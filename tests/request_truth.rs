@@ -1,0 +1,505 @@
+//! The request path tells the truth and never sends a damaged request: a failing
+//! request body is never resent, errors report the furthest any attempt got, hyper's
+//! unsent hand-back goes on a fresh connection, dropped requests are counted, `CONNECT`
+//! is refused and `101` upgrades work.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tower::Layer;
+
+use closefirst::lab::DuplexIo;
+use closefirst::retry::Policy;
+use closefirst::{Client, ConnectionInfo, Progress};
+use support::{ServerConfig, TestServer};
+
+/// A request body that yields its chunks, then an I/O error, then (if polled again)
+/// ends: what `tokio_util::io::ReaderStream` does when a file read fails, and what a
+/// proxy sees when its own client aborts an upload.
+struct FailingBody {
+    chunks: VecDeque<Bytes>,
+    failed: bool,
+}
+
+impl FailingBody {
+    fn after(chunks: &[&'static str]) -> Self {
+        FailingBody {
+            chunks: chunks
+                .iter()
+                .map(|c| Bytes::from_static(c.as_bytes()))
+                .collect(),
+            failed: false,
+        }
+    }
+}
+
+impl http_body::Body for FailingBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if !self.failed {
+            self.failed = true;
+            return Poll::Ready(Some(Err(io::Error::other("upload aborted"))));
+        }
+        Poll::Ready(None)
+    }
+}
+
+fn failing(
+    server: &TestServer,
+    method: Method,
+    id: &str,
+    chunks: &[&'static str],
+) -> Request<FailingBody> {
+    Request::builder()
+        .method(method)
+        .uri(server.url("/"))
+        .header("x-request-id", id)
+        .body(FailingBody::after(chunks))
+        .unwrap()
+}
+
+async fn warm<B>(client: &Client<B>, server: &TestServer, body: impl FnOnce() -> B)
+where
+    B: closefirst::Body,
+{
+    let req = Request::builder()
+        .uri(server.url("/"))
+        .header("x-request-id", "warm-up")
+        .body(body())
+        .unwrap();
+    let resp = client.request(req).await.expect("warm-up succeeds");
+    resp.into_body().collect().await.expect("warm-up body");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client.stats().idle != 1 {
+        assert!(std::time::Instant::now() < deadline, "never went idle");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The issue's first repro: a PUT on a reused connection whose body yields `ab` and
+/// then fails. Before the fix the retry layer took the failure for a stale connection,
+/// replayed `ab` as a complete body, and the caller saw `200 OK`.
+#[tokio::test]
+async fn a_put_whose_body_fails_midway_is_not_resent_and_reports_a_body_error() {
+    let server = TestServer::start(ServerConfig::default());
+    let client: Client<FailingOrFull> = Client::builder().build().unwrap();
+    warm(&client, &server, || {
+        FailingOrFull::Full(Full::new(Bytes::from_static(b"hi")))
+    })
+    .await;
+    let req = failing(&server, Method::PUT, "put", &["ab"]).map(FailingOrFull::Failing);
+    let err = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("bounded")
+        .expect_err("a request whose body failed cannot succeed");
+    assert!(err.is_body(), "{err:?}");
+    assert!(
+        !err.is_stale_connection(),
+        "the connection was fine: {err:?}"
+    );
+    assert_eq!(err.attempts(), 1, "{err:?}");
+    // The chain leads to the body's own error (through hyper's, which names it).
+    let mut cause = std::error::Error::source(&err);
+    let mut found = false;
+    while let Some(c) = cause {
+        found |= c.to_string() == "upload aborted";
+        cause = c.source();
+    }
+    assert!(found, "the body's error is in the source chain: {err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("PUT http://{}: ", server.addr())),
+        "{text}"
+    );
+    assert!(text.contains("request body failed"), "{text}");
+    // Give the server time to see the truncated request; it must never run it.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.calls_for("put"), 0, "a damaged body was executed");
+    let stats = client.stats();
+    assert_eq!(
+        stats.resends.written_no_response + stats.resends.not_written,
+        0
+    );
+    assert_eq!(stats.refusals.body_failed, 1);
+    assert!(
+        stats.learned_idle_timeouts.is_empty(),
+        "a body failure taught the pool an idle timeout: {:?}",
+        stats.learned_idle_timeouts
+    );
+}
+
+/// The issue's second repro: a POST whose body fails on its first poll was taken for
+/// "never written", resent, and run by the server with an empty body.
+#[tokio::test]
+async fn a_post_whose_body_fails_at_once_is_not_resent() {
+    let server = TestServer::start(ServerConfig::default());
+    let client: Client<FailingBody> = Client::builder()
+        .retry(Policy::all_methods())
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(failing(&server, Method::POST, "post", &[])),
+    )
+    .await
+    .expect("bounded")
+    .expect_err("a request whose body failed cannot succeed");
+    assert!(err.is_body(), "{err:?}");
+    assert_eq!(err.attempts(), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.calls_for("post"), 0, "run with an empty body");
+    assert_eq!(server.handler_calls(), 0);
+    assert_eq!(client.stats().refusals.body_failed, 1);
+}
+
+/// Either a body that fails or a whole one, so one client can warm a connection with a
+/// good request and then send a failing one on it.
+enum FailingOrFull {
+    Failing(FailingBody),
+    Full(Full<Bytes>),
+}
+
+impl http_body::Body for FailingOrFull {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            FailingOrFull::Failing(body) => Pin::new(body).poll_frame(cx),
+            FailingOrFull::Full(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FailingOrFull::Failing(_) => false,
+            FailingOrFull::Full(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            FailingOrFull::Failing(_) => http_body::SizeHint::default(),
+            FailingOrFull::Full(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A GET is written and run by the server, the connection dies, and the resend cannot
+/// connect. Before the fix the caller got `NotWritten` ("safe to send again, whatever
+/// the method") for a request the server had run.
+#[tokio::test]
+async fn an_error_after_a_resend_reports_the_furthest_attempt() {
+    let server = TestServer::start(ServerConfig {
+        rst_without_answer: vec!["get".into()],
+        ..ServerConfig::default()
+    });
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connects);
+    let connector = tower::service_fn(move |uri: Uri| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                use tower::ServiceExt;
+                closefirst::connect::TcpConnector::new()
+                    .oneshot(uri)
+                    .await
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            } else {
+                Err(io::Error::from(io::ErrorKind::ConnectionRefused).into())
+            }
+        }
+    });
+    let client: Client<Empty<Bytes>> = Client::builder().layer().unwrap().layer(connector);
+    let get = |id: &str| {
+        Request::get(server.url("/"))
+            .header("x-request-id", id)
+            .body(Empty::new())
+            .unwrap()
+    };
+    let resp = client.request(get("warm-up")).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    while client.stats().idle != 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let err = client.request(get("get")).await.unwrap_err();
+    assert_eq!(server.calls_for("get"), 1, "the server ran it once");
+    assert!(
+        err.is_connect(),
+        "the last attempt failed to connect: {err:?}"
+    );
+    assert_eq!(
+        err.request_progress(),
+        Progress::WrittenNoResponse,
+        "the first attempt was written: {err:?}"
+    );
+    assert_eq!(err.attempts(), 2);
+    assert!(!err.is_stale_connection());
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "GET http://{}: failed to connect; an earlier attempt failed after it was \
+             written, with no response (2 attempts)",
+            server.addr()
+        )
+    );
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
+}
+
+/// A POST with an `Idempotency-Key` goes the same way: resent, and the final error
+/// still says it was written.
+#[tokio::test]
+async fn a_keyed_post_whose_resend_fails_is_reported_as_written() {
+    let server = TestServer::start(ServerConfig {
+        rst_without_answer: vec!["post".into()],
+        ..ServerConfig::default()
+    });
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&opened);
+    let connector = tower::service_fn(move |uri: Uri| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use tower::ServiceExt;
+            if n > 0 {
+                return Err(io::Error::from(io::ErrorKind::ConnectionRefused).into());
+            }
+            closefirst::connect::TcpConnector::new()
+                .oneshot(uri)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        }
+    });
+    let client: Client<Full<Bytes>> = Client::builder().layer().unwrap().layer(connector);
+    let req = |id: &str, method: Method| {
+        Request::builder()
+            .method(method)
+            .uri(server.url("/"))
+            .header("x-request-id", id)
+            .header("idempotency-key", "k-1")
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap()
+    };
+    let resp = client.request(req("warm-up", Method::GET)).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    while client.stats().idle != 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let err = client.request(req("post", Method::POST)).await.unwrap_err();
+    assert_eq!(server.calls_for("post"), 1);
+    assert_eq!(
+        err.request_progress(),
+        Progress::WrittenNoResponse,
+        "{err:?}"
+    );
+    assert_eq!(err.attempts(), 2);
+    assert!(err.to_string().starts_with("POST http://"), "{err}");
+}
+
+/// Serves one request on an in-memory connection by hand, keeping the stream.
+async fn answer(stream: &mut DuplexStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).await.expect("request bytes");
+        assert_eq!(n, 1, "the client closed before its request ended");
+        head.push(byte[0]);
+    }
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .expect("response written");
+}
+
+/// hyper hands a request back unsent when the connection closes before it started
+/// writing. The pool's own resend must go on a fresh connection: before the fix it
+/// took the next idle one, just as dead, and the request failed with its attempts
+/// used up. Deterministic: on a current-thread runtime the server ends are dropped
+/// while no connection task can run, so both pooled connections look alive to
+/// checkout and neither task has seen the EOF when the request is queued.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_handed_back_unsent_goes_on_a_fresh_connection() {
+    let server_ends: Arc<Mutex<Vec<DuplexStream>>> = Arc::default();
+    let ends = Arc::clone(&server_ends);
+    let connector = tower::service_fn(move |_: Uri| {
+        let (client_end, server_end) = DuplexIo::pair(64 * 1024);
+        ends.lock().unwrap().push(server_end);
+        std::future::ready(Ok::<_, Infallible>(client_end))
+    });
+    let client: Client<Full<Bytes>> = Client::builder().layer().unwrap().layer(connector);
+    let post = || {
+        Request::post("http://origin.test/")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap()
+    };
+
+    // Two connections, both answered by hand and pooled.
+    let first = tokio::spawn(client.request(post()));
+    let second = tokio::spawn(client.request(post()));
+    while server_ends.lock().unwrap().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let mut ends: Vec<DuplexStream> = std::mem::take(&mut *server_ends.lock().unwrap());
+    for end in &mut ends {
+        answer(end).await;
+    }
+    for response in [first, second] {
+        let resp = response.await.unwrap().expect("warm-up succeeds");
+        resp.into_body().collect().await.unwrap();
+    }
+    while client.stats().idle != 2 {
+        tokio::task::yield_now().await;
+    }
+
+    // The server goes away. The request is polled at once, on this task, so it is
+    // queued on a pooled connection before any connection task runs and sees the EOF.
+    drop(ends);
+    let mut request = Box::pin(client.request(post()));
+    std::future::poll_fn(|cx| {
+        assert!(request.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    let request = tokio::spawn(request);
+    while server_ends.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let mut fresh = server_ends.lock().unwrap().pop().unwrap();
+    answer(&mut fresh).await;
+    let resp = request
+        .await
+        .unwrap()
+        .expect("resent on a fresh connection");
+    let info = resp.extensions().get::<ConnectionInfo>().cloned().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!info.reused, "the resend went on a new connection");
+    assert_eq!(info.attempts, 2);
+    let stats = client.stats();
+    assert_eq!(stats.connections_opened, 3);
+    assert_eq!(stats.resends.not_written, 1);
+    assert!(
+        stats.evictions.closed_by_server >= 1,
+        "the dead connection is counted: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_future_dropped_mid_flight_is_counted() {
+    let server = TestServer::start(ServerConfig {
+        response_delay: Some(Duration::from_secs(2)),
+        ..ServerConfig::default()
+    });
+    let client: Client<Empty<Bytes>> = Client::builder().build().unwrap();
+    let req = Request::get(server.url("/")).body(Empty::new()).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_millis(200), client.request(req)).await;
+    assert!(outcome.is_err(), "the server answers only after 2 s");
+    let stats = client.stats();
+    assert_eq!(stats.evictions.cancelled, 1, "{stats:?}");
+    assert_eq!(stats.active, 0);
+    assert_eq!(stats.idle, 0);
+}
+
+#[tokio::test]
+async fn connect_is_refused_before_anything_is_sent() {
+    let server = TestServer::start(ServerConfig::default());
+    let client: Client<Empty<Bytes>> = Client::builder().build().unwrap();
+    let req = Request::connect(server.url("/"))
+        .body(Empty::new())
+        .unwrap();
+    let err = client.request(req).await.unwrap_err();
+    assert!(err.is_unsupported(), "{err:?}");
+    assert_eq!(err.attempts(), 0);
+    assert_eq!(err.request_progress(), Progress::NotWritten);
+    assert!(err.to_string().starts_with("CONNECT http://"), "{err}");
+    assert!(err.to_string().contains("tunnel"), "{err}");
+    assert_eq!(server.connections_accepted(), 0);
+}
+
+/// A `101 Switching Protocols` hands the connection to the caller, who talks the new
+/// protocol on it; the pool never takes it back.
+#[tokio::test]
+async fn an_upgrade_hands_the_connection_to_the_caller() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // Echo until the client closes.
+        let mut buf = [0u8; 64];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            stream.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+
+    let client: Client<Empty<Bytes>> = Client::builder().build().unwrap();
+    let req = Request::get(format!("http://{addr}/"))
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("bounded")
+        .expect("the 101 reaches the caller");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = tokio::time::timeout(Duration::from_secs(10), hyper::upgrade::on(resp))
+        .await
+        .expect("bounded")
+        .expect("the connection is handed over");
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    io.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    io.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    drop(io);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server saw the close")
+        .unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.idle, 0, "an upgraded connection is never pooled");
+    assert_eq!(stats.reuses, 0);
+}
