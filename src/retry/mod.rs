@@ -9,6 +9,7 @@
 //! | [`WrittenNoResponse`](Progress::WrittenNoResponse) on a **reused** connection | once, on a fresh connection, if the method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) or the request has an `Idempotency-Key` header |
 //! | `WrittenNoResponse` on a **fresh** connection | never: that is not the keep-alive race but a server failing |
 //! | [`ResponseStarted`](Progress::ResponseStarted) | never |
+//! | the caller's own body failed ([`Error::is_body`](crate::Error::is_body)) | never, whatever the policy: a replay would send it truncated |
 //!
 //! POST and PATCH without an `Idempotency-Key` are never resent unless you say so with
 //! [`Policy::all_methods`]. Resends go out at once (no backoff unless configured), on a
