@@ -7,10 +7,9 @@ mod support;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -339,20 +338,70 @@ async fn answer(stream: &mut DuplexStream) {
         .expect("response written");
 }
 
-/// hyper hands a request back unsent when the connection closes before it started
+/// An in-memory connection that can be made to read EOF without waking its task: the
+/// state of a socket whose FIN has arrived while hyper's connection task has not run.
+struct GatedIo {
+    inner: DuplexIo,
+    dead: Arc<AtomicBool>,
+}
+
+impl hyper::rt::Read for GatedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(())); // EOF: nothing read
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for GatedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl closefirst::connect::Connection for GatedIo {
+    fn socket(&self) -> Option<closefirst::connect::SocketHandle> {
+        None
+    }
+}
+
+/// hyper hands a request back unsent when its connection closed before it started
 /// writing. The pool's own resend must go on a fresh connection: before the fix it
-/// took the next idle one, just as dead, and the request failed with its attempts
-/// used up. Deterministic: on a current-thread runtime the server ends are dropped
-/// while no connection task can run, so both pooled connections look alive to
-/// checkout and neither task has seen the EOF when the request is queued.
+/// took the next idle one, just as dead, and the request failed with its attempts used
+/// up. Deterministic: both pooled connections are made to read EOF without their tasks
+/// being woken, so checkout sees them as open and each hands a request back only once
+/// it is queued on it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_handed_back_unsent_goes_on_a_fresh_connection() {
     let server_ends: Arc<Mutex<Vec<DuplexStream>>> = Arc::default();
-    let ends = Arc::clone(&server_ends);
+    let gates: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+    let (ends, all_gates) = (Arc::clone(&server_ends), Arc::clone(&gates));
     let connector = tower::service_fn(move |_: Uri| {
         let (client_end, server_end) = DuplexIo::pair(64 * 1024);
         ends.lock().unwrap().push(server_end);
-        std::future::ready(Ok::<_, Infallible>(client_end))
+        let dead = Arc::new(AtomicBool::new(false));
+        all_gates.lock().unwrap().push(Arc::clone(&dead));
+        std::future::ready(Ok::<_, Infallible>(GatedIo {
+            inner: client_end,
+            dead,
+        }))
     });
     let client: Client<Full<Bytes>> = Client::builder().layer().unwrap().layer(connector);
     let post = || {
@@ -378,37 +427,43 @@ async fn a_request_handed_back_unsent_goes_on_a_fresh_connection() {
     while client.stats().idle != 2 {
         tokio::task::yield_now().await;
     }
-
-    // The server goes away. The request is polled at once, on this task, so it is
-    // queued on a pooled connection before any connection task runs and sees the EOF.
-    drop(ends);
-    let mut request = Box::pin(client.request(post()));
-    std::future::poll_fn(|cx| {
-        assert!(request.as_mut().poll(cx).is_pending());
-        Poll::Ready(())
-    })
-    .await;
-    let request = tokio::spawn(request);
-    while server_ends.lock().unwrap().is_empty() {
+    // Let every task that can run, run, so both connection tasks wait on their reads.
+    for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    let mut fresh = server_ends.lock().unwrap().pop().unwrap();
-    answer(&mut fresh).await;
+
+    // Both pooled connections now read EOF, but nothing wakes their tasks.
+    for gate in gates.lock().unwrap().iter() {
+        gate.store(true, Ordering::SeqCst);
+    }
+    let request = tokio::spawn(client.request(post()));
+    // Bounded: before the fix no third connection is ever opened.
+    for _ in 0..10_000 {
+        if !server_ends.lock().unwrap().is_empty() || request.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let fresh = server_ends.lock().unwrap().pop();
+    if let Some(mut fresh) = fresh {
+        answer(&mut fresh).await;
+    }
     let resp = request
         .await
         .unwrap()
-        .expect("resent on a fresh connection");
+        .expect("resent on a fresh connection, not on the other dead one");
     let info = resp.extensions().get::<ConnectionInfo>().cloned().unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(!info.reused, "the resend went on a new connection");
-    assert_eq!(info.attempts, 2);
     let stats = client.stats();
+    assert!(!info.reused, "the resend went on a new connection");
+    assert_eq!(info.attempts, 2, "{stats:?}");
     assert_eq!(stats.connections_opened, 3);
     assert_eq!(stats.resends.not_written, 1);
-    assert!(
-        stats.evictions.closed_by_server >= 1,
+    assert_eq!(
+        stats.evictions.closed_by_server, 1,
         "the dead connection is counted: {stats:?}"
     );
+    drop(ends);
 }
 
 #[tokio::test]
