@@ -51,7 +51,10 @@ fn parse_args() -> Result<Scenario, String> {
                 .map_err(|_| format!("{name}: `{value}` is not a whole number"))
         };
         match arg.as_str() {
-            "--requests" => scenario.requests = number("--requests")?.max(1) as usize,
+            "--requests" => {
+                scenario.requests =
+                    usize::try_from(number("--requests")?.max(1)).unwrap_or(usize::MAX)
+            }
             "--latency-ms" => {
                 scenario.one_way_delay = Duration::from_millis(number("--latency-ms")?)
             }
