@@ -115,8 +115,8 @@ impl Builder {
     /// Keep it below the server's keep-alive timeout by at least the margin
     /// (`server keep-alive >= idle_timeout + margin`): then the client always closes
     /// first and never writes a request onto a connection the server is closing.
-    /// A server's `Keep-Alive: timeout` hint can only shorten it. Must be greater than
-    /// zero. Any larger value is accepted: past about 30 years (`Duration::MAX`
+    /// A server's `Keep-Alive: timeout` hint can only shorten it (a hint above one day
+    /// counts as one day). Must be greater than zero. Any larger value is accepted: past about 30 years (`Duration::MAX`
     /// included) it means idle connections are never closed for being idle (server
     /// hints, the learned timeout and `max_lifetime` still apply). Defaults to 4 seconds.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
