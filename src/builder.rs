@@ -12,8 +12,12 @@ use crate::retry::Policy;
 /// (and well below gunicorn's 2 s once the margin applies to a hint), so the client
 /// closes first against the common defaults.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Default [`Builder::keep_alive_margin`].
+/// Default [`Builder::keep_alive_margin`], for an `idle_timeout` of 4 seconds or more;
+/// below that the default margin is a quarter of `idle_timeout`.
 pub const DEFAULT_KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
+/// The default margin is at most this share (1/4) of `idle_timeout`, so that a short
+/// `idle_timeout` set on its own always builds.
+const DEFAULT_MARGIN_DIVISOR: u32 = 4;
 /// Default [`Builder::max_idle_per_origin`].
 pub const DEFAULT_MAX_IDLE_PER_ORIGIN: usize = 32;
 /// Default [`Builder::checkout_timeout`].
@@ -93,6 +97,9 @@ impl Default for PoolConfig {
 #[must_use]
 pub struct Builder {
     config: PoolConfig,
+    /// `None` until [`Builder::keep_alive_margin`] is called: the default margin
+    /// follows `idle_timeout`, an explicit one is checked against it.
+    keep_alive_margin: Option<Duration>,
     tcp: TcpConnector,
     retry: Policy,
 }
@@ -108,8 +115,10 @@ impl Builder {
     /// Keep it below the server's keep-alive timeout by at least the margin
     /// (`server keep-alive >= idle_timeout + margin`): then the client always closes
     /// first and never writes a request onto a connection the server is closing.
-    /// A server's `Keep-Alive: timeout` hint can only shorten it. Must be greater than
-    /// zero. Defaults to 4 seconds.
+    /// A server's `Keep-Alive: timeout` hint can only shorten it (a hint above one day
+    /// counts as one day). Must be greater than zero. Any larger value is accepted: past about 30 years (`Duration::MAX`
+    /// included) it means idle connections are never closed for being idle (server
+    /// hints, the learned timeout and `max_lifetime` still apply). Defaults to 4 seconds.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
         self
@@ -118,10 +127,13 @@ impl Builder {
     /// How long before a server's announced `Keep-Alive: timeout` the client closes the
     /// connection. Covers the network delay and the server's timer granularity: the
     /// server's timer starts when it writes the response, the client's when it has read
-    /// it, and a FIN takes time to arrive. Must be smaller than `idle_timeout`.
-    /// Defaults to 1 second.
+    /// it, and a FIN takes time to arrive. The same margin keeps the learned idle
+    /// timeout below the closes observed. A margin set here must be smaller than
+    /// `idle_timeout`, or [`build`](Builder::build) refuses it.
+    /// Defaults to the smaller of 1 second and a quarter of `idle_timeout` (so 1 second
+    /// for the default 4 s `idle_timeout`, 125 ms for an `idle_timeout` of 500 ms).
     pub fn keep_alive_margin(mut self, margin: Duration) -> Self {
-        self.config.keep_alive_margin = margin;
+        self.keep_alive_margin = Some(margin);
         self
     }
 
@@ -142,15 +154,18 @@ impl Builder {
 
     /// How long a request waits for a connection when `max_connections_per_origin` is
     /// reached; then it fails with an error for which
-    /// [`is_timeout`](Error::is_timeout) is true. `None` waits indefinitely.
-    /// Defaults to 30 seconds.
+    /// [`is_timeout`](Error::is_timeout) is true. `None` waits indefinitely; so, in
+    /// practice, does any value past about 30 years (`Duration::MAX` included), which
+    /// the timer caps there. Must be greater than zero. Defaults to 30 seconds.
     pub fn checkout_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.checkout_timeout = timeout.into();
         self
     }
 
     /// How long opening a connection may take (name resolution, TCP connect, and a
-    /// custom connector's own handshake). `None` for no limit. Defaults to 10 seconds.
+    /// custom connector's own handshake). `None` for no limit; any value past about 30
+    /// years (`Duration::MAX` included) is capped there, in practice no limit either.
+    /// Must be greater than zero. Defaults to 10 seconds.
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.connect_timeout = timeout.into();
         self
@@ -159,7 +174,9 @@ impl Builder {
     /// The longest a connection is used, counted from when it was opened; a connection
     /// past it is closed when its current response ends. Each connection's lifetime is
     /// shortened by a random 0–10 % so that connections opened together are not all
-    /// replaced together. `None` for no limit. Defaults to no limit.
+    /// replaced together. `None` for no limit; so, in practice, is any value past about
+    /// 30 years (`Duration::MAX` included), which is capped there. Must be greater than
+    /// zero. Defaults to no limit.
     pub fn max_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
         self.config.max_lifetime = lifetime.into();
         self
@@ -193,8 +210,9 @@ impl Builder {
     }
 
     /// Kernel TCP keepalive for new connections, or `None` to leave it off. Applies to
-    /// the built-in connector. Defaults to [`TcpKeepalive::new`]: on, 30 s idle, 10 s
-    /// interval, 3 retries.
+    /// the built-in connector. Its limits (idle and interval 1–32767 s, 1–127 retries)
+    /// are checked by [`build`](Builder::build). Defaults to [`TcpKeepalive::new`]: on,
+    /// 30 s idle, 10 s interval, 3 retries.
     pub fn tcp_keepalive(mut self, keepalive: impl Into<Option<TcpKeepalive>>) -> Self {
         self.tcp = self.tcp.keepalive(keepalive);
         self
@@ -208,7 +226,9 @@ impl Builder {
     }
 
     /// `TCP_USER_TIMEOUT` for new connections (Linux, Android, Fuchsia; ignored
-    /// elsewhere). Applies to the built-in connector. Defaults to off.
+    /// elsewhere). Applies to the built-in connector. From 1 ms to 2147483647 ms
+    /// (about 24.8 days, the most Linux accepts); [`build`](Builder::build) refuses
+    /// other values. Defaults to off.
     pub fn tcp_user_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.tcp = self.tcp.user_timeout(timeout);
         self
@@ -246,13 +266,17 @@ impl Builder {
                 "idle_timeout must be greater than zero (got 0 ms)",
             ));
         }
-        if c.keep_alive_margin >= c.idle_timeout {
-            return Err(Error::config(format!(
-                "keep_alive_margin ({} ms) must be smaller than idle_timeout ({} ms)",
-                c.keep_alive_margin.as_millis(),
-                c.idle_timeout.as_millis()
-            )));
-        }
+        let keep_alive_margin = match self.keep_alive_margin {
+            Some(margin) if margin >= c.idle_timeout => {
+                return Err(Error::config(format!(
+                    "keep_alive_margin ({} ms) must be smaller than idle_timeout ({} ms)",
+                    margin.as_millis(),
+                    c.idle_timeout.as_millis()
+                )));
+            }
+            Some(margin) => margin,
+            None => default_margin(c.idle_timeout),
+        };
         if c.max_connections_per_origin == Some(0) {
             return Err(Error::config(
                 "max_connections_per_origin must be at least 1 (got 0 connections)",
@@ -275,10 +299,18 @@ impl Builder {
             }
         }
         Ok(PoolConfig {
+            keep_alive_margin,
             max_attempts: self.retry.get_attempts(),
             ..c.clone()
         })
     }
+}
+
+/// The margin used when none is set: [`DEFAULT_KEEP_ALIVE_MARGIN`], or a quarter of
+/// `idle_timeout` when that is smaller, so the default never refuses a valid
+/// `idle_timeout` (it stays below any non-zero one).
+fn default_margin(idle_timeout: Duration) -> Duration {
+    DEFAULT_KEEP_ALIVE_MARGIN.min(idle_timeout / DEFAULT_MARGIN_DIVISOR)
 }
 
 #[cfg(test)]
@@ -320,6 +352,91 @@ mod tests {
                 .contains("(got 1500 ms)")
         );
         assert!(refused(b().tcp_user_timeout(Duration::ZERO)).contains("tcp_user_timeout"));
+    }
+
+    #[test]
+    fn a_short_idle_timeout_alone_builds_with_a_quarter_of_it_as_margin() {
+        let margin = |idle: Duration| {
+            Builder::new()
+                .idle_timeout(idle)
+                .validate()
+                .unwrap_or_else(|e| panic!("idle_timeout {idle:?} alone must build: {e}"))
+                .keep_alive_margin
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(margin(ms(500)), ms(125));
+        assert_eq!(margin(ms(1000)), ms(250));
+        assert_eq!(margin(ms(2000)), ms(500));
+        assert_eq!(margin(ms(4000)), ms(1000));
+        assert_eq!(margin(Duration::from_secs(60)), DEFAULT_KEEP_ALIVE_MARGIN);
+        assert_eq!(margin(Duration::MAX), DEFAULT_KEEP_ALIVE_MARGIN);
+        assert_eq!(margin(Duration::from_nanos(1)), Duration::ZERO);
+        assert_eq!(
+            Builder::new().validate().unwrap().keep_alive_margin,
+            ms(1000)
+        );
+    }
+
+    #[test]
+    fn an_explicit_margin_is_kept_or_refused_never_adapted() {
+        let ms = Duration::from_millis;
+        let config = Builder::new()
+            .idle_timeout(ms(500))
+            .keep_alive_margin(ms(499))
+            .validate()
+            .unwrap();
+        assert_eq!(config.keep_alive_margin, ms(499));
+        assert_eq!(
+            refused(Builder::new().idle_timeout(ms(500)).keep_alive_margin(ms(500))),
+            "invalid configuration: keep_alive_margin (500 ms) must be smaller than idle_timeout (500 ms)"
+        );
+        // Set explicitly, even the default value is checked.
+        assert_eq!(
+            refused(
+                Builder::new()
+                    .keep_alive_margin(DEFAULT_KEEP_ALIVE_MARGIN)
+                    .idle_timeout(ms(500))
+            ),
+            "invalid configuration: keep_alive_margin (1000 ms) must be smaller than idle_timeout (500 ms)"
+        );
+        assert!(refused(Builder::new().keep_alive_margin(Duration::MAX))
+            .contains("keep_alive_margin (18446744073709551615999 ms) must be smaller than idle_timeout (4000 ms)"));
+    }
+
+    /// Every duration option at `Duration::MAX`: accepted where the docs say it is
+    /// (and then capped where it is used), refused naming the option and the largest
+    /// value where the kernel would refuse it.
+    #[test]
+    fn duration_max_is_accepted_or_refused_as_documented() {
+        let b = Builder::new;
+        let config = b()
+            .idle_timeout(Duration::MAX)
+            .max_lifetime(Duration::MAX)
+            .checkout_timeout(Duration::MAX)
+            .connect_timeout(Duration::MAX)
+            .retry(Policy::idempotent().backoff(Duration::MAX))
+            .validate()
+            .expect("huge timeouts are accepted");
+        assert_eq!(config.idle_timeout, Duration::MAX);
+        assert_eq!(config.keep_alive_margin, DEFAULT_KEEP_ALIVE_MARGIN);
+        b().idle_timeout(Duration::MAX)
+            .keep_alive_margin(Duration::MAX - Duration::from_nanos(1))
+            .build::<Empty<Bytes>>()
+            .expect("a margin just below a huge idle timeout is accepted");
+        assert_eq!(
+            refused(b().tcp_keepalive(TcpKeepalive::new().idle(Duration::MAX))),
+            "invalid configuration: tcp_keepalive idle must be at most 32767 s \
+             (got 18446744073709551615999.999999 ms)"
+        );
+        assert!(
+            refused(b().tcp_keepalive(TcpKeepalive::new().interval(Duration::MAX)))
+                .contains("tcp_keepalive interval must be at most 32767 s")
+        );
+        assert_eq!(
+            refused(b().tcp_user_timeout(Duration::MAX)),
+            "invalid configuration: tcp_user_timeout must be at most 2147483647 ms \
+             (got 18446744073709551615999.999999 ms); use None to turn it off"
+        );
     }
 
     #[test]

@@ -61,6 +61,15 @@ pub struct TcpKeepalive {
 const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_KEEPALIVE_RETRIES: u32 = 3;
+/// The largest `TCP_KEEPIDLE` and `TCP_KEEPINTVL` Linux accepts (`MAX_TCP_KEEPIDLE`,
+/// `MAX_TCP_KEEPINTVL`); larger values fail with `EINVAL` when the socket is set up,
+/// so they are refused when the client is built, on every platform alike.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// The largest `TCP_KEEPCNT` Linux accepts (`MAX_TCP_KEEPCNT`).
+const MAX_KEEPALIVE_RETRIES: u32 = 127;
+/// The largest `TCP_USER_TIMEOUT` Linux accepts: the option is a C `int` of
+/// milliseconds, and a negative one is refused.
+const MAX_USER_TIMEOUT_MS: u128 = i32::MAX as u128;
 
 impl Default for TcpKeepalive {
     fn default() -> Self {
@@ -79,23 +88,25 @@ impl TcpKeepalive {
     }
 
     /// Silence before the first probe (`TCP_KEEPIDLE`; `TCP_KEEPALIVE` on macOS).
-    /// Whole seconds, at least 1. Defaults to 30 seconds.
+    /// Whole seconds, from 1 s to 32767 s (the most Linux accepts; refused beyond it
+    /// on every platform, so a setting means the same everywhere). Defaults to
+    /// 30 seconds.
     #[must_use]
     pub fn idle(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
     }
 
-    /// Time between unanswered probes (`TCP_KEEPINTVL`). Whole seconds, at least 1.
-    /// Defaults to 10 seconds.
+    /// Time between unanswered probes (`TCP_KEEPINTVL`). Whole seconds, from 1 s to
+    /// 32767 s (the most Linux accepts). Defaults to 10 seconds.
     #[must_use]
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
-    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`). At least 1.
-    /// Defaults to 3.
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`). From 1 to
+    /// 127 (the most Linux accepts). Defaults to 3.
     #[must_use]
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
@@ -124,6 +135,12 @@ impl TcpKeepalive {
             return Err(Error::config(
                 "tcp_keepalive retries must be at least 1 (got 0 probes)",
             ));
+        }
+        if self.retries > MAX_KEEPALIVE_RETRIES {
+            return Err(Error::config(format!(
+                "tcp_keepalive retries must be at most {MAX_KEEPALIVE_RETRIES} probes (got {} probes)",
+                self.retries
+            )));
         }
         Ok(())
     }
@@ -158,13 +175,35 @@ impl TcpKeepalive {
 }
 
 fn whole_seconds(option: &str, value: Duration) -> Result<(), Error> {
+    if value > Duration::from_secs(MAX_KEEPALIVE_SECS) {
+        return Err(Error::config(format!(
+            "{option} must be at most {MAX_KEEPALIVE_SECS} s (got {})",
+            millis(value)
+        )));
+    }
     if value.is_zero() || value.subsec_nanos() != 0 {
         return Err(Error::config(format!(
-            "{option} must be a whole number of seconds, at least 1 s (got {} ms)",
-            value.as_millis()
+            "{option} must be a whole number of seconds, at least 1 s (got {})",
+            millis(value)
         )));
     }
     Ok(())
+}
+
+/// `value` in milliseconds, with the sub-millisecond part only when there is one:
+/// `1500 ms`, `0.5 ms`.
+fn millis(value: Duration) -> String {
+    let sub_milli = value.subsec_nanos() % 1_000_000;
+    if sub_milli == 0 {
+        format!("{} ms", value.as_millis())
+    } else {
+        let fraction = format!("{sub_milli:06}");
+        format!(
+            "{}.{} ms",
+            value.as_millis(),
+            fraction.trim_end_matches('0')
+        )
+    }
 }
 
 /// Socket options as the kernel reports them (`getsockopt`), not as configured.
@@ -286,8 +325,9 @@ impl TcpConnector {
 
     /// `TCP_USER_TIMEOUT` (Linux, Android, Fuchsia; ignored elsewhere): how long
     /// written data may stay unacknowledged before the kernel drops the connection.
-    /// Millisecond precision. Defaults to off (the kernel's default, which can be
-    /// many minutes).
+    /// Millisecond precision (finer parts are dropped), from 1 ms to 2147483647 ms
+    /// (about 24.8 days, the most Linux accepts); others are refused. Defaults to off
+    /// (the kernel's default, which can be many minutes).
     #[must_use]
     pub fn user_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.user_timeout = timeout.into();
@@ -311,6 +351,20 @@ impl TcpConnector {
                 return Err(Error::config(
                     "tcp_user_timeout must be greater than zero (got 0 ms); use None to turn it off",
                 ));
+            }
+            // Below 1 ms the kernel would get 0, which means "off", not "very short".
+            if timeout < Duration::from_millis(1) {
+                return Err(Error::config(format!(
+                    "tcp_user_timeout must be at least 1 ms (got {}); use None to turn it off",
+                    millis(timeout)
+                )));
+            }
+            if timeout.as_millis() > MAX_USER_TIMEOUT_MS {
+                return Err(Error::config(format!(
+                    "tcp_user_timeout must be at most {MAX_USER_TIMEOUT_MS} ms (got {}); \
+                     use None to turn it off",
+                    millis(timeout)
+                )));
             }
         }
         Ok(())

@@ -13,9 +13,9 @@
 //! # The cures
 //!
 //! 1. **Close first.** The client closes each idle connection before the server would:
-//!    at `idle_timeout` (default 4 s), or `keep_alive_margin` (default 1 s) before the
-//!    server's own `Keep-Alive: timeout=N` or before the idle timeout learned from the
-//!    server's own closes ([`Builder::learn_idle_timeout`]), whichever comes first. A reaper task sleeps
+//!    at `idle_timeout` (default 4 s), or `keep_alive_margin` (default 1 s, at most a
+//!    quarter of `idle_timeout`) before the server's own `Keep-Alive: timeout=N` or
+//!    before the idle timeout learned from the server's own closes ([`Builder::learn_idle_timeout`]), whichever comes first. A reaper task sleeps
 //!    until the earliest deadline; checkout refuses expired connections by itself.
 //! 2. **Look before reuse.** Just before reusing an idle connection, one non-blocking
 //!    `recv(MSG_PEEK)` reveals a FIN, RST or stray bytes the kernel already holds; such a

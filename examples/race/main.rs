@@ -51,7 +51,10 @@ fn parse_args() -> Result<Scenario, String> {
                 .map_err(|_| format!("{name}: `{value}` is not a whole number"))
         };
         match arg.as_str() {
-            "--requests" => scenario.requests = number("--requests")?.max(1) as usize,
+            "--requests" => {
+                scenario.requests =
+                    usize::try_from(number("--requests")?.max(1)).unwrap_or(usize::MAX)
+            }
             "--latency-ms" => {
                 scenario.one_way_delay = Duration::from_millis(number("--latency-ms")?)
             }
@@ -75,7 +78,7 @@ fn parse_args() -> Result<Scenario, String> {
     // (2 × latency wide, ending at the timeout) is a quarter of that range.
     let spread = Duration::from_millis(100);
     scenario.gap_min = gap_min.unwrap_or(scenario.origin_idle.saturating_sub(spread));
-    scenario.gap_max = gap_max.unwrap_or(scenario.origin_idle + spread);
+    scenario.gap_max = gap_max.unwrap_or(scenario.origin_idle.saturating_add(spread));
     if scenario.gap_max < scenario.gap_min {
         return Err("--gap-max-ms must not be smaller than --gap-min-ms".into());
     }
@@ -108,7 +111,7 @@ async fn main() -> ExitCode {
         scenario.gap_max.as_millis(),
         scenario
             .origin_idle
-            .saturating_sub(scenario.one_way_delay * 2)
+            .saturating_sub(scenario.one_way_delay.saturating_mul(2))
             .as_millis(),
         scenario.origin_idle.as_millis(),
         scenario.seed,
@@ -122,7 +125,7 @@ async fn main() -> ExitCode {
     ];
     // The four runs go at once, each with its own origin and relay.
     let done = Arc::new(AtomicUsize::new(0));
-    let total = runs.len() * scenario.requests;
+    let total = runs.len().saturating_mul(scenario.requests);
     let mut tasks = Vec::new();
     for (which, method) in runs.clone() {
         let scenario = scenario.clone();

@@ -73,7 +73,10 @@ impl Gaps {
         Gaps {
             state: scenario.seed.max(1),
             min: scenario.gap_min,
-            span_ns: scenario.gap_max.saturating_sub(scenario.gap_min).as_nanos() as u64,
+            // Command-line values can be huge: a span past u64 nanoseconds (584 years)
+            // is as good as that many.
+            span_ns: u64::try_from(scenario.gap_max.saturating_sub(scenario.gap_min).as_nanos())
+                .unwrap_or(u64::MAX),
         }
     }
 
@@ -82,7 +85,11 @@ impl Gaps {
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
         let random = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        self.min + Duration::from_nanos(random % (self.span_ns + 1))
+        let offset = match self.span_ns.checked_add(1) {
+            Some(modulus) => random % modulus,
+            None => random,
+        };
+        self.min.saturating_add(Duration::from_nanos(offset))
     }
 }
 

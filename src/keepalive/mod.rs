@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The pool reads this on every response and closes the connection `keep_alive_margin`
-//! before `timeout` runs out, and stops reusing it when `max` is used up. A header the
+//! before `timeout` runs out (a `timeout` above one day counts as one day), and stops
+//! reusing it when `max` is used up. A header the
 //! pool cannot parse is ignored (logged at `debug`), never an error for the request.
 //!
 //! ```

@@ -40,6 +40,7 @@ pub struct OriginConfig {
     /// Close a keep-alive connection that has been idle this long: measured from the
     /// moment the last byte of the previous response was written (or from accept, for
     /// a connection's first request) until the first byte of the next request.
+    /// `Duration::MAX` (or any value too large to add to the clock) never closes.
     /// Defaults to 1 second.
     pub idle_timeout: Duration,
     /// Responses carry `Keep-Alive: timeout=N`, with `N` the idle timeout in whole
@@ -217,7 +218,11 @@ async fn serve(stream: TcpStream, config: &OriginConfig, stats: &Stats) -> io::R
             if buf.len() > MAX_HEAD {
                 return bad_request(&stream).await;
             }
-            let deadline = buf.is_empty().then(|| idle_since + config.idle_timeout);
+            // An idle timeout past what an `Instant` holds never fires.
+            let deadline = buf
+                .is_empty()
+                .then(|| idle_since.checked_add(config.idle_timeout))
+                .flatten();
             match read_some(&stream, &mut buf, deadline).await? {
                 Read::Data => {}
                 Read::Eof => return Ok(()),

@@ -22,6 +22,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
+/// The longest delay [`Relay::start`] accepts: far more than any network a lab
+/// imitates, and short enough that no deadline computed from it can overflow.
+const MAX_ONE_WAY_DELAY: Duration = Duration::from_secs(60 * 60);
+
 /// A TCP relay on `127.0.0.1` that delivers every byte, FIN and RST `one_way_delay`
 /// after it saw it, in both directions.
 ///
@@ -68,7 +72,22 @@ impl Relay {
     ///
     /// The relay runs on the current tokio runtime (`tokio::spawn`); it must be called
     /// from within one.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `one_way_delay` is longer than 1 hour;
+    /// otherwise the error of binding the listener.
     pub async fn start(upstream: SocketAddr, one_way_delay: Duration) -> io::Result<Relay> {
+        if one_way_delay > MAX_ONE_WAY_DELAY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "relay one_way_delay must be at most {} s (got {} ms)",
+                    MAX_ONE_WAY_DELAY.as_secs(),
+                    one_way_delay.as_millis()
+                ),
+            ));
+        }
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
@@ -347,7 +366,10 @@ impl Connection {
 
     /// Queues `event` toward side `to`, due one delay from now.
     fn send(&mut self, to: usize, event: Event) {
-        let at = Instant::now() + self.delay;
+        let now = Instant::now();
+        // `start` caps the delay at an hour, so this cannot overflow; were it to,
+        // delivering at once beats a panic in the relay task.
+        let at = now.checked_add(self.delay).unwrap_or(now);
         self.pipes[to].queue.push_back((at, event));
     }
 

@@ -12,6 +12,11 @@ use crate::connect::SocketHandle;
 use crate::keepalive;
 use crate::origin::Origin;
 
+/// The longest server `Keep-Alive: timeout` hint taken at its word; a longer one counts
+/// as this long. A hint only ever shortens `idle_timeout`, so beyond any sane idle
+/// timeout it changes nothing, and a server may send up to `u64::MAX` seconds.
+pub(crate) const MAX_KEEP_ALIVE_HINT: Duration = Duration::from_secs(24 * 60 * 60);
+
 pub(crate) struct Conn<B> {
     pub(crate) tx: SendRequest<B>,
     pub(crate) id: u64,
@@ -20,7 +25,7 @@ pub(crate) struct Conn<B> {
     pub(crate) expires: Option<Instant>,
     /// Requests dispatched on this connection so far.
     pub(crate) requests: u64,
-    /// The latest `Keep-Alive: timeout` the server sent.
+    /// The latest `Keep-Alive: timeout` the server sent, at most [`MAX_KEEP_ALIVE_HINT`].
     pub(crate) hint_timeout: Option<Duration>,
     /// Requests the server will still accept, from `Keep-Alive: max`.
     pub(crate) server_remaining: Option<u64>,
@@ -70,8 +75,8 @@ impl<B> Conn<B> {
         self.close |= has_close_token(headers);
         match keepalive::from_headers(headers) {
             Ok(Some(hint)) => {
-                if hint.timeout.is_some() {
-                    self.hint_timeout = hint.timeout;
+                if let Some(timeout) = hint.timeout {
+                    self.hint_timeout = Some(timeout.min(MAX_KEEP_ALIVE_HINT));
                 }
                 if hint.max.is_some() {
                     self.server_remaining = hint.max;
@@ -116,8 +121,50 @@ fn has_close_token(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::pool::Slot;
+
+    /// A connection for tests of the pool's bookkeeping: its peer is gone and its slot
+    /// belongs to no pool, so it is never used for a request.
+    pub(in crate::pool) async fn test_conn(
+        expires: Option<Instant>,
+    ) -> Conn<http_body_util::Empty<bytes::Bytes>> {
+        let (io, _peer) = tokio::io::duplex(64);
+        let (tx, _driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .expect("an HTTP/1 handshake only sets up state, it does no IO");
+        let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
+            .expect("an http URI with a host is an origin");
+        let slot = Slot {
+            pool: std::sync::Weak::new(),
+            origin,
+            armed: false,
+        };
+        Conn::new(tx, 1, None, expires, slot)
+    }
+
+    #[tokio::test]
+    async fn a_huge_keep_alive_hint_is_capped() {
+        let mut conn = test_conn(None).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            keepalive::KEEP_ALIVE,
+            "timeout=18446744073709551615".parse().unwrap(),
+        );
+        conn.observe_response(&headers);
+        assert_eq!(conn.hint_timeout, Some(MAX_KEEP_ALIVE_HINT));
+        headers.insert(keepalive::KEEP_ALIVE, "timeout=86399".parse().unwrap());
+        conn.observe_response(&headers);
+        assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
+        // A malformed hint leaves the last good one in place.
+        headers.insert(
+            keepalive::KEEP_ALIVE,
+            "timeout=99999999999999999999".parse().unwrap(),
+        );
+        conn.observe_response(&headers);
+        assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
+    }
 
     #[test]
     fn close_token_is_found_in_lists_and_any_case() {

@@ -53,13 +53,33 @@ impl Evict {
 
 /// The largest share of `max_lifetime` taken off at random, so that connections opened
 /// together (a fleet restarting, a burst) do not all reconnect at the same moment.
-const LIFETIME_JITTER_PERMILLE: u64 = 100;
+const LIFETIME_JITTER_PERMILLE: u32 = 100;
+
+/// The furthest ahead any deadline of the pool is set. A longer idle timeout, lifetime
+/// or server hint behaves as "never" in practice, and `Instant + Duration` panics on
+/// overflow, which `Duration::MAX` (a user setting) or `u64::MAX` seconds (a server's
+/// `Keep-Alive` hint) would cause. tokio caps its own timers at the same 30 years,
+/// because much later instants overflow on some platforms.
+pub(crate) const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `now + ahead`, with `ahead` capped at [`MAX_DEADLINE_AHEAD`]; never panics.
+pub(crate) fn deadline_after(now: Instant, ahead: Duration) -> Instant {
+    // 30 years past any real monotonic clock reading fits in an `Instant`; should it
+    // not, closing at once is the safe side (the client closes first).
+    now.checked_add(ahead.min(MAX_DEADLINE_AHEAD))
+        .unwrap_or(now)
+}
 
 /// `lifetime` shortened by a pseudo-random 0–10 %, derived from the connection id.
 pub(crate) fn jittered_lifetime(lifetime: Duration, id: u64) -> Duration {
     let random = std::collections::hash_map::RandomState::new().hash_one(id);
-    let permille = random % (LIFETIME_JITTER_PERMILLE + 1);
-    let jitter = lifetime.mul_f64(permille as f64 / 1000.0);
+    let permille = u32::try_from(random % u64::from(LIFETIME_JITTER_PERMILLE + 1))
+        .expect("the remainder is at most LIFETIME_JITTER_PERMILLE, which fits in u32");
+    // Integer steps of a thousandth: no float rounding, and no overflow, as the jitter
+    // is at most a tenth of `lifetime`.
+    let jitter = (lifetime / 1000)
+        .checked_mul(permille)
+        .unwrap_or(Duration::ZERO);
     lifetime.saturating_sub(jitter)
 }
 
@@ -99,31 +119,36 @@ pub(crate) fn retire_reason<B>(
 }
 
 /// When an idle connection must be closed, and which bound decided it.
+///
+/// The durations are compared before one capped addition to `now`, so no setting or
+/// hint, however large, can overflow an `Instant`.
 pub(crate) fn deadline<B>(
     conn: &Conn<B>,
     config: &PoolConfig,
     now: Instant,
     learned: Option<Duration>,
 ) -> (Instant, Evict) {
-    let mut best = (now + config.idle_timeout, Evict::IdleTimeout);
+    // Capped first, so that bounds past the cap tie and the idle timeout keeps its
+    // precedence among them, as it would with exact instants.
+    let ahead = |timeout: Duration| timeout.min(MAX_DEADLINE_AHEAD);
+    let mut best = (ahead(config.idle_timeout), Evict::IdleTimeout);
     if let Some(timeout) = learned {
-        let learned_deadline = now + timeout.saturating_sub(config.keep_alive_margin);
-        if learned_deadline < best.0 {
-            best = (learned_deadline, Evict::LearnedTimeout);
+        let learned_idle = ahead(timeout.saturating_sub(config.keep_alive_margin));
+        if learned_idle < best.0 {
+            best = (learned_idle, Evict::LearnedTimeout);
         }
     }
     if let Some(timeout) = conn.hint_timeout {
-        let hinted = now + timeout.saturating_sub(config.keep_alive_margin);
-        if hinted < best.0 {
-            best = (hinted, Evict::ServerHint);
+        let hinted_idle = ahead(timeout.saturating_sub(config.keep_alive_margin));
+        if hinted_idle < best.0 {
+            best = (hinted_idle, Evict::ServerHint);
         }
     }
-    if let Some(expires) = conn.expires {
-        if expires < best.0 {
-            best = (expires, Evict::Lifetime);
-        }
+    let idle_deadline = (deadline_after(now, best.0), best.1);
+    match conn.expires {
+        Some(expires) if expires < idle_deadline.0 => (expires, Evict::Lifetime),
+        _ => idle_deadline,
     }
-    best
 }
 
 /// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
@@ -146,6 +171,141 @@ pub(crate) async fn reap<B: Send + 'static>(pool: Weak<Pool<B>>, wake: Arc<Notif
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::conn::tests::test_conn;
+
+    fn config(idle_timeout: Duration, keep_alive_margin: Duration) -> PoolConfig {
+        PoolConfig {
+            idle_timeout,
+            keep_alive_margin,
+            ..PoolConfig::default()
+        }
+    }
+
+    /// The latest `Instant` reachable from `now`.
+    fn latest_instant(now: Instant) -> Instant {
+        let mut latest = now;
+        for shift in (0..64).rev() {
+            if let Some(later) = latest.checked_add(Duration::from_secs(1 << shift)) {
+                latest = later;
+            }
+        }
+        for shift in (0..30).rev() {
+            if let Some(later) = latest.checked_add(Duration::from_nanos(1 << shift)) {
+                latest = later;
+            }
+        }
+        latest
+    }
+
+    #[test]
+    fn deadline_after_caps_and_never_panics() {
+        let now = Instant::now();
+        assert_eq!(deadline_after(now, Duration::ZERO), now);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(deadline_after(now, Duration::MAX), now + MAX_DEADLINE_AHEAD);
+        let latest = latest_instant(now);
+        assert_eq!(deadline_after(latest, Duration::MAX), latest);
+        assert_eq!(deadline_after(latest, Duration::from_nanos(1)), latest);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_with_duration_max_everywhere() {
+        let now = Instant::now();
+        let far = now + MAX_DEADLINE_AHEAD;
+        let mut conn = test_conn(None).await;
+        conn.hint_timeout = Some(Duration::MAX);
+
+        let huge = config(Duration::MAX, Duration::from_secs(1));
+        assert_eq!(
+            deadline(&conn, &huge, now, Some(Duration::MAX)),
+            (far, Evict::IdleTimeout)
+        );
+        // A margin as large as every hint leaves nothing: close now.
+        let all_margin = config(Duration::MAX, Duration::MAX);
+        assert_eq!(
+            deadline(&conn, &all_margin, now, Some(Duration::MAX)).0,
+            now
+        );
+
+        // Bounded values still win over huge ones, each under its own reason.
+        conn.hint_timeout = Some(Duration::from_secs(10));
+        assert_eq!(
+            deadline(&conn, &huge, now, Some(Duration::MAX)),
+            (now + Duration::from_secs(9), Evict::ServerHint)
+        );
+        assert_eq!(
+            deadline(&conn, &huge, now, Some(Duration::from_secs(5))),
+            (now + Duration::from_secs(4), Evict::LearnedTimeout)
+        );
+        let short = config(Duration::from_secs(3), Duration::from_secs(1));
+        conn.hint_timeout = Some(Duration::MAX);
+        assert_eq!(
+            deadline(&conn, &short, now, Some(Duration::MAX)),
+            (now + Duration::from_secs(3), Evict::IdleTimeout)
+        );
+
+        // A lifetime of `Duration::MAX`, set the way `Pool::connect` sets it.
+        let expires = deadline_after(now, jittered_lifetime(Duration::MAX, 7));
+        let conn = test_conn(Some(expires)).await;
+        assert_eq!(deadline(&conn, &huge, now, None), (far, Evict::IdleTimeout));
+        let conn = test_conn(Some(now + Duration::from_secs(2))).await;
+        assert_eq!(
+            deadline(&conn, &huge, now, None),
+            (now + Duration::from_secs(2), Evict::Lifetime)
+        );
+
+        // The reaper sleeps until such a deadline with `timeout_at`: tokio's timer takes
+        // it, and it passes when (paused) time gets there, not before.
+        let (deadline, _) = deadline(&test_conn(None).await, &huge, now, None);
+        tokio::time::advance(MAX_DEADLINE_AHEAD - Duration::from_secs(1)).await;
+        assert!(
+            tokio::time::timeout_at(deadline, std::future::pending::<()>())
+                .await
+                .is_err()
+        );
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retire_reason_with_duration_max_everywhere() {
+        let now = Instant::now();
+        let huge = config(Duration::MAX, Duration::from_secs(1));
+        let expires = deadline_after(now, jittered_lifetime(Duration::MAX, 3));
+        let mut conn = test_conn(Some(expires)).await;
+        conn.hint_timeout = Some(Duration::MAX);
+        assert_eq!(retire_reason(&conn, &huge, now, Some(Duration::MAX)), None);
+        assert_eq!(
+            retire_reason(&conn, &huge, now + MAX_DEADLINE_AHEAD, None),
+            Some(Evict::Lifetime)
+        );
+        // A margin no hint can beat: the server may close at any moment.
+        let all_margin = config(Duration::MAX, Duration::MAX);
+        let conn = test_conn(None).await;
+        assert_eq!(
+            retire_reason(&conn, &all_margin, now, Some(Duration::MAX)),
+            Some(Evict::LearnedTimeout)
+        );
+    }
+
+    #[test]
+    fn jitter_of_extreme_lifetimes_stays_within_ten_percent() {
+        for id in 0..200 {
+            let jittered = jittered_lifetime(Duration::MAX, id);
+            assert!(jittered <= Duration::MAX);
+            assert!(
+                jittered >= Duration::MAX - Duration::MAX / 10,
+                "{jittered:?}"
+            );
+            assert_eq!(jittered_lifetime(Duration::ZERO, id), Duration::ZERO);
+            assert_eq!(
+                jittered_lifetime(Duration::from_nanos(999), id),
+                Duration::from_nanos(999)
+            );
+        }
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent_and_varies() {

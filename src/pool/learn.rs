@@ -69,7 +69,11 @@ impl Learned {
         let quiet = now.saturating_duration_since(self.last_observed);
         let periods = (quiet.as_secs_f64() / RELAX_PERIOD.as_secs_f64()).floor();
         let relaxed = self.value.as_secs_f64() * RELAX_FACTOR.powf(periods.min(64.0));
-        (relaxed < ceiling.as_secs_f64()).then(|| Duration::from_secs_f64(relaxed))
+        // `try_from` refuses what no `Duration` holds (and NaN), which is past any
+        // ceiling anyway; `from_secs_f64` would panic on it.
+        Duration::try_from_secs_f64(relaxed)
+            .ok()
+            .filter(|relaxed| *relaxed < ceiling)
     }
 }
 
@@ -104,6 +108,28 @@ mod tests {
             learned.observe(secs(3.0), now);
         }
         assert_eq!(learned.effective(now, secs(60.0)), Some(secs(3.0)));
+    }
+
+    #[test]
+    fn huge_values_relax_away_without_panicking() {
+        let now = Instant::now();
+        let learned = Learned::new(Duration::MAX, now);
+        assert_eq!(learned.effective(now, Duration::MAX), None);
+        // Powers of two, so that the float arithmetic is exact.
+        let huge = Duration::from_secs(1 << 62);
+        let learned = Learned::new(huge, now);
+        assert_eq!(learned.effective(now, Duration::MAX), Some(huge));
+        assert_eq!(
+            learned.effective(now + RELAX_PERIOD, Duration::MAX),
+            Some(Duration::from_secs(5 << 60))
+        );
+        // 1.25^7 > 4: relaxing has grown the value past what a `Duration` holds, so it
+        // is forgotten, without a panic.
+        for quiet_minutes in [7, 64, 1000] {
+            let later = now + Duration::from_secs(60 * quiet_minutes);
+            assert_eq!(learned.effective(later, Duration::MAX), None);
+            assert_eq!(learned.effective(later, Duration::from_secs(60)), None);
+        }
     }
 
     #[test]

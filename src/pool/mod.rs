@@ -315,7 +315,7 @@ impl<B: Send + 'static> Pool<B> {
         let expires = self
             .config
             .max_lifetime
-            .map(|l| now + idle::jittered_lifetime(l, id));
+            .map(|l| idle::deadline_after(now, idle::jittered_lifetime(l, id)));
         Ok(Checkout {
             conn: Conn::new(tx, id, socket, expires, slot),
             reused: false,
