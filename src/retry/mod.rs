@@ -140,6 +140,8 @@ impl Policy {
 
     /// How long to wait before each resend. Defaults to zero: the stale-connection race
     /// is over by the time the error arrives, and the resend goes on a new connection.
+    /// A backoff beyond about 30 years is capped there by the timer: `Duration::MAX`
+    /// means the resend effectively never happens.
     #[must_use]
     pub fn backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
