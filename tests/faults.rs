@@ -12,6 +12,7 @@
 //! | partial head, garbage status, 1 MiB of headers, two `Content-Length`s | Err `ResponseStarted`, 1 | same | same |
 //! | whole head, half the body, close | `200`, the body fails, 1 | same | same |
 //! | connection refused | Err connect, `NotWritten`, 0 | same | same |
+//! | read, RST, no answer (reused), and the resend's connect is refused | Err `WrittenNoResponse`, 1, 2 attempts | Err `WrittenNoResponse`, 1 | as GET |
 //! | the request body fails | (PUT) Err body, 0 | Err body, 0 | same |
 //! | early `413` before a 1 MiB body | see [`early_413_before_a_large_body_is_read`] | same | same |
 
@@ -224,6 +225,33 @@ fn read_then_fin_without_answer_on_a_fresh_connection() {
 fn read_then_rst_without_answer_on_a_fresh_connection() {
     for kind in KINDS {
         no_answer_case(Fault::RstWithoutAnswer, false, kind);
+    }
+}
+
+#[test]
+fn a_resend_that_cannot_connect_reports_the_furthest_progress() {
+    for kind in KINDS {
+        isolated(Flavor::Multi, || async move {
+            let case = format!("{kind:?}");
+            let id = "then-refused";
+            // The first attempt is executed and reset; the resend finds nobody listening.
+            let server = TestServer::start(with_fault(id, Fault::RstWithoutAnswerThenRefuse));
+            let client = default_client();
+            warm(&client, &server).await;
+            let err = call(&client, simple(&server, kind, id))
+                .await
+                .expect_err(&case);
+            assert_eq!(server.calls_for(id), 1, "{case}");
+            let attempts = if kind.resendable() { 2 } else { 1 };
+            // Not `NotWritten`: the server did execute it.
+            assert_eq!(
+                err.request_progress(),
+                Progress::WrittenNoResponse,
+                "{case}: {err:?}"
+            );
+            contract::assert_attempts(&err, attempts, &case);
+            contract::assert_names_request(&err, kind.method().as_str(), &origin(&server), &case);
+        });
     }
 }
 

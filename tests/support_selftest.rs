@@ -883,3 +883,16 @@ async fn random_delays_are_in_range_and_reproducible() {
     assert_eq!(c.get(None).await.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(50));
 }
+
+#[tokio::test]
+async fn rst_then_refuse_stops_listening_before_the_reset() {
+    let server = faulty("last", Fault::RstWithoutAnswerThenRefuse);
+    let mut other = Client::connect(&server).await;
+    let end = post_and_read_ending(&server, "last", b"abc").await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(server.calls_for("last"), 1);
+    // New connections are refused; the open one is still served.
+    let refused = TcpStream::connect(server.addr()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(other.get(Some("still")).await.status, 200);
+}

@@ -99,6 +99,9 @@ pub enum Fault {
     BlackHole,
     /// Answer `101 Switching Protocols`, then echo every byte received until EOF.
     SwitchProtocols,
+    /// Stop listening (new connections are refused; open ones are served), then
+    /// close with RST without answering: a resend cannot connect.
+    RstWithoutAnswerThenRefuse,
     /// Write a truncated response (`content-length: 100`, body `abc`), then RST.
     PartialResponseThenRst,
     /// Write part of a response head, then RST.
@@ -220,6 +223,10 @@ struct State {
     requests_per_connection: Mutex<Vec<usize>>,
     /// `None` until the first random delay is drawn.
     delay_rng: Mutex<Option<Rng>>,
+    /// Asks the accept loop to close the listener.
+    stop_listening: tokio::sync::Notify,
+    /// The accept loop closed the listener.
+    listener_closed: tokio::sync::Notify,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide the
@@ -417,11 +424,16 @@ async fn serve(
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let mut conns = JoinSet::new();
+    let mut listener = Some(listener);
     loop {
         tokio::select! {
             // Either a shutdown signal or the handle vanished.
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            _ = state.stop_listening.notified(), if listener.is_some() => {
+                listener = None;
+                state.listener_closed.notify_one();
+            }
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((stream, _peer)) => {
                     let index = state.connections_accepted.fetch_add(1, Ordering::SeqCst);
                     state.open_connections.fetch_add(1, Ordering::SeqCst);
@@ -453,6 +465,14 @@ async fn serve(
     drop(listener);
     // Aborts every connection task; dropping a task drops (closes) its socket.
     conns.shutdown().await;
+}
+
+/// Accepts on `listener`; never completes once it is closed.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why reading a request stopped.
@@ -699,6 +719,11 @@ impl Conn {
                 return;
             }
             Fault::SwitchProtocols => return self.echo_after_101().await,
+            Fault::RstWithoutAnswerThenRefuse => {
+                self.state.stop_listening.notify_one();
+                self.state.listener_closed.notified().await;
+                (Vec::new(), Close::Rst)
+            }
         };
         if !bytes.is_empty() && self.stream().write_all(&bytes).await.is_err() {
             return;
