@@ -112,6 +112,7 @@ fn idle_close_case(how: IdleClose, kind: Kind) {
                 // Blocks every client task: hyper's connection task cannot see the close.
                 std::thread::sleep(BLOCKED);
                 assert_eq!(server.server_closed_idle(), 1, "{case}: server closed");
+                assert_eq!(server.closes_done(), 1, "{case}: server closed");
             }
         }
 
@@ -445,9 +446,8 @@ fn close_after_case(announce: bool, kind: Kind) {
             assert_eq!(server.calls_for(&id), 1, "{case}/{id}");
             // Wait for the server's close to be done, not for the race with it: that
             // race is `tests/race.rs`'s subject.
-            if (i + 1) % EVERY == 0 {
-                eventually("the server's close", || server.open_connections() == 0).await;
-            }
+            let closes = (i + 1) / EVERY;
+            eventually("the server's close", || server.closes_done() == closes).await;
             eventually("the connection to be checked in", || {
                 client.stats().active == 0
             })

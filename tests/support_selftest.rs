@@ -852,6 +852,11 @@ async fn announced_close_after_requests() {
     assert_eq!(r.header("connection"), Some("close"));
     let end = c.ending().await;
     assert_eq!(end.error, None, "an announced close is a FIN: {end:?}");
+    assert!(
+        server
+            .wait_until_async(|s| s.closes_done() == 1, PATIENCE)
+            .await
+    );
 }
 
 #[tokio::test]

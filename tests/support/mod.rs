@@ -214,6 +214,8 @@ struct State {
     handler_calls: AtomicUsize,
     client_closed_first: AtomicUsize,
     server_closed_idle: AtomicUsize,
+    /// Closes by the server (through `Conn::close`) whose FIN or RST has been sent.
+    closes_done: AtomicUsize,
     calls_per_id: Mutex<HashMap<String, usize>>,
     /// Request heads read per id, complete or not.
     seen_per_id: Mutex<HashMap<String, usize>>,
@@ -330,6 +332,14 @@ impl TestServer {
             .get(request_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Connections the server closed on purpose (idle close, `Connection: close`,
+    /// `close_after_requests`, a fault), counted only once the FIN or RST has been
+    /// sent: unlike [`TestServer::open_connections`], which drops first, this cannot
+    /// be observed before the close happened.
+    pub fn closes_done(&self) -> usize {
+        self.state.closes_done.load(Ordering::SeqCst)
     }
 
     /// Request heads with this `x-request-id` the server has read, whether or not the
@@ -569,6 +579,7 @@ impl Conn {
             }
         }
         drop(stream);
+        self.state.closes_done.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn run(mut self) {
