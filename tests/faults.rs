@@ -540,6 +540,11 @@ fn malformed_keep_alive_values() {
 // The server answers before it has read the request body.
 // ---------------------------------------------------------------------------------
 
+/// The server answers `413` with `Connection: close` after the request head, never
+/// reads the 1 MiB body, and closes (lingering, as real servers do, so its close is
+/// a FIN and not a RST that could destroy the answer). hyper hands the caller the
+/// `413` response (measured with hyper 1.x): not an error, not resent, no handler
+/// call.
 #[test]
 fn early_413_before_a_large_body_is_read() {
     for kind in KINDS {
@@ -558,13 +563,10 @@ fn early_413_before_a_large_body_is_read() {
                 server.bodies_for(id).iter().all(|(_, complete)| !complete),
                 "{case}"
             );
-            match result {
-                Ok(answer) => {
-                    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{case}");
-                    assert_eq!(answer.info.attempts, 1, "{case}");
-                }
-                Err(err) => panic!("{case}: the 413 is lost: {err:?}"),
-            }
+            let answer = result.unwrap_or_else(|e| panic!("{case}: the 413 is lost: {e:?}"));
+            assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{case}");
+            assert_eq!(answer.info.attempts, 1, "{case}");
+            answer.body.expect("the 413's empty body is complete");
         });
     }
 }
