@@ -5,7 +5,7 @@ mod support;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{CloseMode, ServerConfig, TestServer};
+use support::{CloseMode, Fault, ServerConfig, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -668,4 +668,236 @@ async fn drop_stops_the_server_and_closes_connections() {
     // ...and nothing listens on the port any more.
     let err = TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+fn faulty(id: &str, fault: Fault) -> TestServer {
+    TestServer::start(ServerConfig {
+        faults: [(id.to_owned(), fault)].into_iter().collect(),
+        ..ServerConfig::default()
+    })
+}
+
+/// Sends a POST with `body` for `id` and reads until the server ends the connection.
+async fn post_and_read_ending(server: &TestServer, id: &str, body: &[u8]) -> Ending {
+    let mut c = Client::connect(server).await;
+    let head = format!(
+        "POST / HTTP/1.1\r\nx-request-id: {id}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.send(head.as_bytes()).await;
+    c.send(body).await;
+    c.ending().await
+}
+
+#[tokio::test]
+async fn faults_write_their_bytes_then_close_and_only_the_first_time() {
+    let cases: [(Fault, &[u8], Option<io::ErrorKind>); 7] = [
+        (Fault::FinWithoutAnswer, b"", None),
+        (
+            Fault::RstWithoutAnswer,
+            b"",
+            Some(io::ErrorKind::ConnectionReset),
+        ),
+        (
+            Fault::PartialHeadThenClose,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nx-par",
+            None,
+        ),
+        (
+            Fault::HalfBodyThenClose,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
+            None,
+        ),
+        (
+            Fault::GarbageStatusLine,
+            b"HTTP/1.1 2xx nonsense\r\n\r\n",
+            None,
+        ),
+        (Fault::NotHttp, b"FOO\r\n\r\n", None),
+        (
+            Fault::ConflictingContentLength,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 5\r\n\r\nabcde",
+            None,
+        ),
+    ];
+    for (fault, bytes, error) in cases {
+        let server = faulty("f", fault.clone());
+        let end = post_and_read_ending(&server, "f", b"abc").await;
+        assert_eq!(end.error, error, "{fault:?}: {end:?}");
+        assert_eq!(end.bytes, bytes, "{fault:?}");
+        assert_eq!(server.calls_for("f"), 1, "{fault:?}");
+        assert_eq!(server.bodies_for("f"), vec![(b"abc".to_vec(), true)]);
+        // The second time the id is answered.
+        let mut c = Client::connect(&server).await;
+        let r = c.get(Some("f")).await;
+        assert_eq!(r.status, 200, "{fault:?}");
+        assert_eq!(server.seen_for("f"), 2, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn huge_headers_are_a_mebibyte() {
+    let server = faulty("big", Fault::HugeHeaders);
+    let end = post_and_read_ending(&server, "big", b"").await;
+    assert_eq!(end.error, None, "{end:?}");
+    assert!(end.bytes.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(end.bytes.ends_with(b"\r\n\r\n"));
+    assert!(
+        end.bytes.len() >= support::HUGE_HEADERS_BYTES,
+        "{}",
+        end.bytes.len()
+    );
+}
+
+#[tokio::test]
+async fn early_reject_answers_after_the_head_and_does_not_count_a_call() {
+    let server = faulty("big", Fault::EarlyReject);
+    let mut c = Client::connect(&server).await;
+    c.send(b"POST / HTTP/1.1\r\nx-request-id: big\r\ncontent-length: 1000000\r\n\r\nabc")
+        .await;
+    // Answered without the body; the client has sent 3 bytes of it.
+    let r = c.response().await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    // The rest of the body is still accepted (and discarded) until the client is done.
+    c.send(&vec![b'x'; 64 * 1024]).await;
+    c.stream.shutdown().await.expect("shutdown");
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "EOF after the answer: {end:?}");
+    assert_eq!(server.calls_for("big"), 0);
+    assert_eq!(server.seen_for("big"), 1);
+    let bodies = server.bodies_for("big");
+    assert_eq!(bodies.len(), 1);
+    assert!(!bodies[0].1, "incomplete");
+}
+
+#[tokio::test]
+async fn an_incomplete_body_is_recorded_and_not_counted() {
+    let server = TestServer::start(ServerConfig::default());
+    let mut c = Client::connect(&server).await;
+    c.send(b"PUT / HTTP/1.1\r\nx-request-id: cut\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n")
+        .await;
+    drop(c);
+    assert!(
+        server
+            .wait_until_async(|s| !s.bodies_for("cut").is_empty(), PATIENCE)
+            .await
+    );
+    assert_eq!(server.bodies_for("cut"), vec![(b"ab".to_vec(), false)]);
+    assert_eq!(server.calls_for("cut"), 0);
+    assert_eq!(server.handler_calls(), 0);
+}
+
+#[tokio::test]
+async fn black_hole_keeps_the_connection_open_until_the_server_is_dropped() {
+    let server = faulty("hole", Fault::BlackHole);
+    let mut c = Client::connect(&server).await;
+    c.send(b"GET / HTTP/1.1\r\nx-request-id: hole\r\n\r\n")
+        .await;
+    assert!(
+        server
+            .wait_until_async(|s| s.calls_for("hole") == 1, PATIENCE)
+            .await
+    );
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(200), c.stream.read(&mut byte)).await;
+    assert!(read.is_err(), "no answer and no close: {read:?}");
+    drop(server);
+    let end = c.ending().await;
+    assert!(end.bytes.is_empty(), "{end:?}");
+}
+
+#[tokio::test]
+async fn switching_protocols_then_echo() {
+    let server = faulty("up", Fault::SwitchProtocols);
+    let mut c = Client::connect(&server).await;
+    c.send(
+        b"GET / HTTP/1.1\r\nx-request-id: up\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nearly",
+    )
+    .await;
+    let expected =
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nearly";
+    while c.buf.len() < expected.len() {
+        tokio::time::timeout(PATIENCE, c.fill())
+            .await
+            .expect("bounded")
+            .expect("read");
+    }
+    assert_eq!(&c.buf[..], &expected[..]);
+    c.buf.clear();
+    c.send(b"ping").await;
+    while c.buf.len() < 4 {
+        tokio::time::timeout(PATIENCE, c.fill())
+            .await
+            .expect("bounded")
+            .expect("read");
+    }
+    assert_eq!(&c.buf[..], b"ping");
+    c.stream.shutdown().await.expect("shutdown");
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "{end:?}");
+}
+
+#[tokio::test]
+async fn announced_close_after_requests() {
+    let server = TestServer::start(ServerConfig {
+        close_after_requests: Some(2),
+        announce_close_after_requests: true,
+        close_mode: CloseMode::Rst,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.get(None).await.header("connection"), None);
+    let r = c.get(None).await;
+    assert_eq!(r.header("connection"), Some("close"));
+    let end = c.ending().await;
+    assert_eq!(end.error, None, "an announced close is a FIN: {end:?}");
+    assert!(
+        server
+            .wait_until_async(|s| s.closes_done() == 1, PATIENCE)
+            .await
+    );
+}
+
+#[tokio::test]
+async fn random_delays_are_in_range_and_reproducible() {
+    let mut a = support::Rng::new(7);
+    let mut b = support::Rng::new(7);
+    let lo = Duration::from_millis(1);
+    let hi = Duration::from_millis(5);
+    for _ in 0..1000 {
+        let d = a.duration_between(lo, hi);
+        assert!(d >= lo && d <= hi, "{d:?}");
+        assert_eq!(d, b.duration_between(lo, hi));
+    }
+    assert_eq!(
+        a.duration_between(hi, lo),
+        hi,
+        "an empty range gives its start"
+    );
+    // The full range must not overflow.
+    let _ = a.up_to(u64::MAX);
+
+    let server = TestServer::start(ServerConfig {
+        response_delay_range: Some((Duration::from_millis(50), Duration::from_millis(60))),
+        delay_seed: 1,
+        ..ServerConfig::default()
+    });
+    let mut c = Client::connect(&server).await;
+    let started = Instant::now();
+    assert_eq!(c.get(None).await.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn rst_then_refuse_stops_listening_before_the_reset() {
+    let server = faulty("last", Fault::RstWithoutAnswerThenRefuse);
+    let mut other = Client::connect(&server).await;
+    let end = post_and_read_ending(&server, "last", b"abc").await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(server.calls_for("last"), 1);
+    // New connections are refused; the open one is still served.
+    let refused = TcpStream::connect(server.addr()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(other.get(Some("still")).await.status, 200);
 }

@@ -40,6 +40,73 @@ const PARTIAL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-len";
 /// Answer to a request the server cannot parse.
 const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// Written for [`Fault::PartialHeadThenClose`]: part of a status line and headers.
+const PARTIAL_HEAD_FIN: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nx-par";
+/// Written for [`Fault::HalfBodyThenClose`]: a whole head announcing 10 bytes, and 5.
+const HALF_BODY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+/// Written for [`Fault::GarbageStatusLine`].
+const GARBAGE_STATUS: &[u8] = b"HTTP/1.1 2xx nonsense\r\n\r\n";
+/// Written for [`Fault::NotHttp`].
+const NOT_HTTP: &[u8] = b"FOO\r\n\r\n";
+/// Written for [`Fault::ConflictingContentLength`].
+const CONFLICTING_LENGTHS: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 5\r\n\r\nabcde";
+/// Written for [`Fault::EarlyReject`] after the request head, before its body is read.
+const EARLY_413: &[u8] =
+    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// Written for [`Fault::SwitchProtocols`]; the connection then echoes every byte.
+const SWITCHING_PROTOCOLS: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+/// Total size of the header lines written for [`Fault::HugeHeaders`].
+pub const HUGE_HEADERS_BYTES: usize = 1024 * 1024;
+/// How long [`Fault::EarlyReject`] keeps reading (and discarding) the unread body
+/// after its answer, so the kernel does not turn the close into a RST that could
+/// destroy the answer before the client reads it (what nginx's `lingering_close` does).
+const LINGER_AFTER_REJECT: Duration = Duration::from_secs(2);
+
+/// A misbehaviour of the server for one request id, applied the first time the
+/// `x-request-id` is seen (the head is read); later requests with the same id are
+/// answered normally, so a resend succeeds.
+///
+/// Unless said otherwise the request (head and body) is read in full and counted as a
+/// handler call first, and "close" is an orderly close (FIN).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Close (FIN) without answering.
+    FinWithoutAnswer,
+    /// Close with RST (`SO_LINGER` 0) without answering.
+    RstWithoutAnswer,
+    /// Write a status line and part of the headers, then close.
+    PartialHeadThenClose,
+    /// Write a whole head (`content-length: 10`) and 5 bytes of body, then close.
+    HalfBodyThenClose,
+    /// Write `HTTP/1.1 2xx nonsense` and a blank line, then close.
+    GarbageStatusLine,
+    /// Write `FOO` and a blank line, then close.
+    NotHttp,
+    /// Write a status line and 1 MiB ([`HUGE_HEADERS_BYTES`]) of header lines, then
+    /// close.
+    HugeHeaders,
+    /// Answer with two different `Content-Length` headers, then close.
+    ConflictingContentLength,
+    /// After the request head only, answer `413` with `Connection: close`, then close;
+    /// the body is never read (not counted as a handler call). The server keeps
+    /// discarding input for up to 2 s after its FIN, as real servers do, so the
+    /// client can read the answer.
+    EarlyReject,
+    /// Never answer and keep the connection open until the server is dropped.
+    BlackHole,
+    /// Answer `101 Switching Protocols`, then echo every byte received until EOF.
+    SwitchProtocols,
+    /// Stop listening (new connections are refused; open ones are served), then
+    /// close with RST without answering: a resend cannot connect.
+    RstWithoutAnswerThenRefuse,
+    /// Write a truncated response (`content-length: 100`, body `abc`), then RST.
+    PartialResponseThenRst,
+    /// Write part of a response head, then RST.
+    PartialHeadThenRst,
+}
 
 /// How the server closes a connection for `idle_close` and
 /// `close_after_requests`.
@@ -85,7 +152,59 @@ pub struct ServerConfig {
     /// Request ids for which, the first time, the server writes part of a response
     /// head and then closes with RST.
     pub partial_head_then_rst: Vec<String>,
+    /// Misbehaviours by request id (`x-request-id`), applied the first time the id
+    /// is seen. See [`Fault`]. (The three lists above are older spellings of
+    /// [`Fault::RstWithoutAnswer`], [`Fault::PartialResponseThenRst`] and
+    /// [`Fault::PartialHeadThenRst`], applied on the first handler call.)
+    pub faults: HashMap<String, Fault>,
+    /// If set, wait a random time in `lo..=hi` before answering each request (after
+    /// `response_delay`), drawn from a PRNG seeded with `delay_seed`.
+    pub response_delay_range: Option<(Duration, Duration)>,
+    /// Seed of the `response_delay_range` PRNG.
+    pub delay_seed: u64,
+    /// With `close_after_requests`: announce the close with `Connection: close` on the
+    /// last response (and close with FIN whatever `close_mode` says).
+    pub announce_close_after_requests: bool,
 }
+
+/// A small seeded PRNG (splitmix64) for reproducible random timings in tests.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..=max` (slightly biased; fine for timings).
+    pub fn up_to(&mut self, max: u64) -> u64 {
+        match max.checked_add(1) {
+            Some(n) => self.next_u64() % n,
+            None => self.next_u64(),
+        }
+    }
+
+    /// A duration in `lo..=hi` with microsecond resolution (`lo` when `hi < lo`).
+    pub fn duration_between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo);
+        let micros = u64::try_from(span.as_micros()).unwrap_or(u64::MAX);
+        lo.saturating_add(Duration::from_micros(self.up_to(micros)))
+    }
+}
+
+/// The body bytes the server received for one request head, and whether the body
+/// was complete.
+pub type ReceivedBody = (Vec<u8>, bool);
 
 /// Counters shared between the server thread and the test.
 #[derive(Default)]
@@ -95,8 +214,21 @@ struct State {
     handler_calls: AtomicUsize,
     client_closed_first: AtomicUsize,
     server_closed_idle: AtomicUsize,
+    /// Closes by the server (through `Conn::close`) whose FIN or RST has been sent.
+    closes_done: AtomicUsize,
     calls_per_id: Mutex<HashMap<String, usize>>,
+    /// Request heads read per id, complete or not.
+    seen_per_id: Mutex<HashMap<String, usize>>,
+    /// Body bytes received per id, one entry per request head, and whether the body
+    /// was complete.
+    bodies_per_id: Mutex<HashMap<String, Vec<ReceivedBody>>>,
     requests_per_connection: Mutex<Vec<usize>>,
+    /// `None` until the first random delay is drawn.
+    delay_rng: Mutex<Option<Rng>>,
+    /// Asks the accept loop to close the listener.
+    stop_listening: tokio::sync::Notify,
+    /// The accept loop closed the listener.
+    listener_closed: tokio::sync::Notify,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide the
@@ -202,6 +334,33 @@ impl TestServer {
             .unwrap_or(0)
     }
 
+    /// Connections the server closed on purpose (idle close, `Connection: close`,
+    /// `close_after_requests`, a fault), counted only once the FIN or RST has been
+    /// sent: unlike [`TestServer::open_connections`], which drops first, this cannot
+    /// be observed before the close happened.
+    pub fn closes_done(&self) -> usize {
+        self.state.closes_done.load(Ordering::SeqCst)
+    }
+
+    /// Request heads with this `x-request-id` the server has read, whether or not the
+    /// body that followed was complete (a handler call needs both).
+    pub fn seen_for(&self, request_id: &str) -> usize {
+        lock(&self.state.seen_per_id)
+            .get(request_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// For each request head with this `x-request-id`, in arrival order: the body
+    /// bytes received and whether the body was complete. Only a complete one was
+    /// counted as a handler call.
+    pub fn bodies_for(&self, request_id: &str) -> Vec<ReceivedBody> {
+        lock(&self.state.bodies_per_id)
+            .get(request_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Connections on which the server read EOF (or a reset) from the client
     /// while the connection was idle, before its own idle timer fired.
     pub fn client_closed_first(&self) -> usize {
@@ -275,11 +434,16 @@ async fn serve(
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let mut conns = JoinSet::new();
+    let mut listener = Some(listener);
     loop {
         tokio::select! {
             // Either a shutdown signal or the handle vanished.
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            _ = state.stop_listening.notified(), if listener.is_some() => {
+                listener = None;
+                state.listener_closed.notify_one();
+            }
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((stream, _peer)) => {
                     let index = state.connections_accepted.fetch_add(1, Ordering::SeqCst);
                     state.open_connections.fetch_add(1, Ordering::SeqCst);
@@ -311,6 +475,14 @@ async fn serve(
     drop(listener);
     // Aborts every connection task; dropping a task drops (closes) its socket.
     conns.shutdown().await;
+}
+
+/// Accepts on `listener`; never completes once it is closed.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why reading a request stopped.
@@ -407,6 +579,7 @@ impl Conn {
             }
         }
         drop(stream);
+        self.state.closes_done.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn run(mut self) {
@@ -434,7 +607,31 @@ impl Conn {
                 Err(ReadError::Gone) => return,
                 Err(ReadError::Malformed) => return self.bad_request().await,
             };
-            match self.read_body(&head.body).await {
+            let fault = head.request_id.as_ref().and_then(|id| {
+                let mut seen = lock(&self.state.seen_per_id);
+                let count = seen.entry(id.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    self.config.faults.get(id).cloned()
+                } else {
+                    None
+                }
+            });
+
+            if fault == Some(Fault::EarlyReject) {
+                // What already arrived of the body is recorded; the rest is never read.
+                let buffered = match head.body {
+                    BodyKind::Length(len) => self.buf[..len.min(self.buf.len())].to_vec(),
+                    BodyKind::Chunked => Vec::new(),
+                };
+                self.record_body(&head, buffered, false);
+                return self.reject_early().await;
+            }
+
+            let mut body = Vec::new();
+            let read = self.read_body(&head.body, &mut body).await;
+            self.record_body(&head, body, read.is_ok());
+            match read {
                 Ok(()) => {}
                 Err(ReadError::Gone) => return,
                 Err(ReadError::Malformed) => return self.bad_request().await,
@@ -454,30 +651,41 @@ impl Conn {
                 (Some(id), Some(1)) => list.iter().any(|x| x == id),
                 _ => false,
             };
-            let rst_now = first_time(&self.config.rst_without_answer);
-            let partial = first_time(&self.config.partial_response_then_rst);
-            let partial_head = first_time(&self.config.partial_head_then_rst);
+            let fault = if fault.is_some() {
+                fault
+            } else if first_time(&self.config.rst_without_answer) {
+                Some(Fault::RstWithoutAnswer)
+            } else if first_time(&self.config.partial_response_then_rst) {
+                Some(Fault::PartialResponseThenRst)
+            } else if first_time(&self.config.partial_head_then_rst) {
+                Some(Fault::PartialHeadThenRst)
+            } else {
+                None
+            };
 
             if let Some(delay) = self.config.response_delay {
                 tokio::time::sleep(delay).await;
             }
-
-            if rst_now {
-                return self.close(Close::Rst).await;
-            }
-            if partial || partial_head {
-                let bytes = if partial {
-                    PARTIAL_RESPONSE
-                } else {
-                    PARTIAL_HEAD
+            if let Some((lo, hi)) = self.config.response_delay_range {
+                let delay = {
+                    let mut rng = lock(&self.state.delay_rng);
+                    rng.get_or_insert_with(|| Rng::new(self.config.delay_seed))
+                        .duration_between(lo, hi)
                 };
-                if self.stream().write_all(bytes).await.is_err() {
-                    return;
-                }
-                return self.close(Close::Rst).await;
+                tokio::time::sleep(delay).await;
             }
 
-            let close_now = head.close || self.config.connection_close;
+            if let Some(fault) = fault {
+                return self.misbehave(fault).await;
+            }
+
+            let last = self
+                .config
+                .close_after_requests
+                .is_some_and(|max| self.served >= max);
+            let close_now = head.close
+                || self.config.connection_close
+                || (last && self.config.announce_close_after_requests);
             let response = self.response(id_calls, close_now);
             if self.stream().write_all(&response).await.is_err() {
                 return;
@@ -485,13 +693,85 @@ impl Conn {
             if close_now {
                 return self.close(Close::Fin).await;
             }
-            if self
-                .config
-                .close_after_requests
-                .is_some_and(|max| self.served >= max)
-            {
+            if last {
                 let how = Close::from(&self.config.close_mode);
                 return self.close(how).await;
+            }
+        }
+    }
+
+    fn record_body(&self, head: &Head, bytes: Vec<u8>, complete: bool) {
+        if let Some(id) = &head.request_id {
+            lock(&self.state.bodies_per_id)
+                .entry(id.clone())
+                .or_default()
+                .push((bytes, complete));
+        }
+    }
+
+    /// Carries out `fault` for a request that has been read in full.
+    async fn misbehave(mut self, fault: Fault) {
+        let (bytes, how): (Vec<u8>, Close) = match fault {
+            Fault::FinWithoutAnswer => (Vec::new(), Close::Fin),
+            Fault::RstWithoutAnswer => (Vec::new(), Close::Rst),
+            Fault::PartialHeadThenClose => (PARTIAL_HEAD_FIN.to_vec(), Close::Fin),
+            Fault::HalfBodyThenClose => (HALF_BODY.to_vec(), Close::Fin),
+            Fault::GarbageStatusLine => (GARBAGE_STATUS.to_vec(), Close::Fin),
+            Fault::NotHttp => (NOT_HTTP.to_vec(), Close::Fin),
+            Fault::HugeHeaders => (huge_headers(), Close::Fin),
+            Fault::ConflictingContentLength => (CONFLICTING_LENGTHS.to_vec(), Close::Fin),
+            Fault::PartialResponseThenRst => (PARTIAL_RESPONSE.to_vec(), Close::Rst),
+            Fault::PartialHeadThenRst => (PARTIAL_HEAD.to_vec(), Close::Rst),
+            // Handled before the body is read; here only if a test wires it oddly.
+            Fault::EarlyReject => return self.reject_early().await,
+            Fault::BlackHole => {
+                // The task is aborted (and the socket closed) when the server is dropped.
+                std::future::pending::<()>().await;
+                return;
+            }
+            Fault::SwitchProtocols => return self.echo_after_101().await,
+            Fault::RstWithoutAnswerThenRefuse => {
+                self.state.stop_listening.notify_one();
+                self.state.listener_closed.notified().await;
+                (Vec::new(), Close::Rst)
+            }
+        };
+        if !bytes.is_empty() && self.stream().write_all(&bytes).await.is_err() {
+            return;
+        }
+        self.close(how).await;
+    }
+
+    async fn reject_early(mut self) {
+        if self.stream().write_all(EARLY_413).await.is_err() {
+            return;
+        }
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        self.state.open_connections.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream.shutdown().await;
+        let mut sink = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(LINGER_AFTER_REJECT, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+
+    async fn echo_after_101(mut self) {
+        if self.stream().write_all(SWITCHING_PROTOCOLS).await.is_err() {
+            return;
+        }
+        loop {
+            if !self.buf.is_empty() {
+                let pending = self.buf.split();
+                if self.stream().write_all(&pending).await.is_err() {
+                    return;
+                }
+            }
+            match self.fill().await {
+                Ok(0) | Err(_) => return self.close(Close::Fin).await,
+                Ok(_) => {}
             }
         }
     }
@@ -555,10 +835,10 @@ impl Conn {
         parse_head(&raw[..end])
     }
 
-    /// Reads and discards the request body.
-    async fn read_body(&mut self, body: &BodyKind) -> Result<(), ReadError> {
+    /// Reads the request body into `into` (de-chunked).
+    async fn read_body(&mut self, body: &BodyKind, into: &mut Vec<u8>) -> Result<(), ReadError> {
         match *body {
-            BodyKind::Length(len) => self.discard(len).await,
+            BodyKind::Length(len) => self.take(len, into).await,
             BodyKind::Chunked => loop {
                 let line = self.read_line().await?;
                 let size = parse_chunk_size(&line)?;
@@ -567,7 +847,7 @@ impl Conn {
                     while !self.read_line().await?.is_empty() {}
                     return Ok(());
                 }
-                self.discard(size).await?;
+                self.take(size, into).await?;
                 if !self.read_line().await?.is_empty() {
                     return Err(ReadError::Malformed);
                 }
@@ -575,10 +855,11 @@ impl Conn {
         }
     }
 
-    /// Discards exactly `len` bytes of input.
-    async fn discard(&mut self, mut len: usize) -> Result<(), ReadError> {
+    /// Moves exactly `len` bytes of input into `into`.
+    async fn take(&mut self, mut len: usize, into: &mut Vec<u8>) -> Result<(), ReadError> {
         loop {
             let take = len.min(self.buf.len());
+            into.extend_from_slice(&self.buf[..take]);
             self.buf.advance(take);
             len -= take;
             if len == 0 {
@@ -617,6 +898,17 @@ fn is_peer_close(err: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::UnexpectedEof
     )
+}
+
+/// A status line, [`HUGE_HEADERS_BYTES`] of header lines and a blank line.
+fn huge_headers() -> Vec<u8> {
+    let line = format!("x-filler: {}\r\n", "a".repeat(1000));
+    let mut out = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+    while out.len() < HUGE_HEADERS_BYTES {
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
