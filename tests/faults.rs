@@ -718,6 +718,8 @@ fn connect_is_refused_before_anything_is_sent() {
                 .expect_err("CONNECT is not supported");
             contract::assert_unsupported(&err, &uri);
             assert_eq!(err.request_progress(), Progress::NotWritten, "{uri}");
+            contract::assert_attempts(&err, 0, &uri);
+            assert!(err.to_string().contains("tunnel"), "says why: {err}");
         }
         assert_eq!(server.connections_accepted(), 0, "nothing was sent");
     });

@@ -1,7 +1,8 @@
 //! The request path tells the truth and never sends a damaged request: a failing
-//! request body is never resent, errors report the furthest any attempt got, hyper's
-//! unsent hand-back goes on a fresh connection, dropped requests are counted, `CONNECT`
-//! is refused and `101` upgrades work.
+//! request body is never resent, errors report the furthest any attempt got and name
+//! the request, hyper's unsent hand-back goes on a fresh connection, and dropped
+//! requests are counted. (`CONNECT`, upgrades and the rest of the fault table are in
+//! `tests/faults.rs`.)
 
 mod support;
 
@@ -274,55 +275,6 @@ async fn an_error_after_a_resend_reports_the_furthest_attempt() {
     assert_eq!(connects.load(Ordering::SeqCst), 2);
 }
 
-/// A POST with an `Idempotency-Key` goes the same way: resent, and the final error
-/// still says it was written.
-#[tokio::test]
-async fn a_keyed_post_whose_resend_fails_is_reported_as_written() {
-    let server = TestServer::start(ServerConfig {
-        rst_without_answer: vec!["post".into()],
-        ..ServerConfig::default()
-    });
-    let opened = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&opened);
-    let connector = tower::service_fn(move |uri: Uri| {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            use tower::ServiceExt;
-            if n > 0 {
-                return Err(io::Error::from(io::ErrorKind::ConnectionRefused).into());
-            }
-            closefirst::connect::TcpConnector::new()
-                .oneshot(uri)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        }
-    });
-    let client: Client<Full<Bytes>> = Client::builder().layer().unwrap().layer(connector);
-    let req = |id: &str, method: Method| {
-        Request::builder()
-            .method(method)
-            .uri(server.url("/"))
-            .header("x-request-id", id)
-            .header("idempotency-key", "k-1")
-            .body(Full::new(Bytes::from_static(b"order")))
-            .unwrap()
-    };
-    let resp = client.request(req("warm-up", Method::GET)).await.unwrap();
-    resp.into_body().collect().await.unwrap();
-    while client.stats().idle != 1 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let err = client.request(req("post", Method::POST)).await.unwrap_err();
-    assert_eq!(server.calls_for("post"), 1);
-    assert_eq!(
-        err.request_progress(),
-        Progress::WrittenNoResponse,
-        "{err:?}"
-    );
-    assert_eq!(err.attempts(), 2);
-    assert!(err.to_string().starts_with("POST http://"), "{err}");
-}
-
 /// Serves one request on an in-memory connection by hand, keeping the stream.
 async fn answer(stream: &mut DuplexStream) {
     let mut head = Vec::new();
@@ -480,81 +432,4 @@ async fn a_request_future_dropped_mid_flight_is_counted() {
     assert_eq!(stats.evictions.cancelled, 1, "{stats:?}");
     assert_eq!(stats.active, 0);
     assert_eq!(stats.idle, 0);
-}
-
-#[tokio::test]
-async fn connect_is_refused_before_anything_is_sent() {
-    let server = TestServer::start(ServerConfig::default());
-    let client: Client<Empty<Bytes>> = Client::builder().build().unwrap();
-    let req = Request::connect(server.url("/"))
-        .body(Empty::new())
-        .unwrap();
-    let err = client.request(req).await.unwrap_err();
-    assert!(err.is_unsupported(), "{err:?}");
-    assert_eq!(err.attempts(), 0);
-    assert_eq!(err.request_progress(), Progress::NotWritten);
-    assert!(err.to_string().starts_with("CONNECT http://"), "{err}");
-    assert!(err.to_string().contains("tunnel"), "{err}");
-    assert_eq!(server.connections_accepted(), 0);
-}
-
-/// A `101 Switching Protocols` hands the connection to the caller, who talks the new
-/// protocol on it; the pool never takes it back.
-#[tokio::test]
-async fn an_upgrade_hands_the_connection_to_the_caller() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        stream
-            .write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        // Echo until the client closes.
-        let mut buf = [0u8; 64];
-        loop {
-            let n = stream.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            stream.write_all(&buf[..n]).await.unwrap();
-        }
-    });
-
-    let client: Client<Empty<Bytes>> = Client::builder().build().unwrap();
-    let req = Request::get(format!("http://{addr}/"))
-        .header("connection", "upgrade")
-        .header("upgrade", "echo")
-        .body(Empty::new())
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .expect("bounded")
-        .expect("the 101 reaches the caller");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    let upgraded = tokio::time::timeout(Duration::from_secs(10), hyper::upgrade::on(resp))
-        .await
-        .expect("bounded")
-        .expect("the connection is handed over");
-    let mut io = hyper_util::rt::TokioIo::new(upgraded);
-    io.write_all(b"ping").await.unwrap();
-    let mut echoed = [0u8; 4];
-    io.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(&echoed, b"ping");
-    drop(io);
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server saw the close")
-        .unwrap();
-    let stats = client.stats();
-    assert_eq!(stats.idle, 0, "an upgraded connection is never pooled");
-    assert_eq!(stats.reuses, 0);
 }
