@@ -1,13 +1,10 @@
-//! Checks of the error and statistics API that the fault tests rely on (issue 9):
-//! `Error::attempts`, `Error::is_body`, `Error::is_unsupported`, the method and origin
-//! in a request error's `Display`, `Evictions::cancelled` and `Refusals::body_failed`.
-//!
-//! They are kept in this one file so that the rest of the fault tests can be run
-//! against a crate that lacks them by swapping in no-op versions.
+//! Assertions on the error API that the fault tests share, each with a message naming
+//! the case: `Error::attempts`, `Error::is_body`, `Error::is_unsupported`, and the
+//! method and origin in a request error's `Display`.
 
 #![allow(dead_code, unreachable_pub)]
 
-use closefirst::{Error, PoolStats};
+use closefirst::Error;
 
 /// The error counts `expected` dispatches for the request.
 pub fn assert_attempts(err: &Error, expected: u32, case: &str) {
@@ -31,14 +28,4 @@ pub fn assert_names_request(err: &Error, method: &str, origin: &str, case: &str)
         text.contains(method) && text.contains(origin),
         "{case}: `{text}` should name {method} and {origin}"
     );
-}
-
-/// Connections closed because a request future was dropped mid-flight.
-pub fn cancelled(stats: &PoolStats) -> Option<u64> {
-    Some(stats.evictions.cancelled)
-}
-
-/// Requests not resent because the caller's own body failed.
-pub fn body_failed(stats: &PoolStats) -> Option<u64> {
-    Some(stats.refusals.body_failed)
 }
