@@ -1,0 +1,208 @@
+//! The pool's internals under paused time, over in-memory connections to an
+//! in-process hyper server: waiters, fresh checkouts at the connection limit, and the
+//! learned-timeout map.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, Uri};
+use http_body_util::{Empty, Full};
+use hyper_util::rt::TokioIo;
+use tokio_test::task;
+
+use super::{ConnectFn, Connected, Pool};
+use crate::builder::PoolConfig;
+use crate::error::Error;
+use crate::origin::Origin;
+
+type TestPool = Arc<Pool<Empty<Bytes>>>;
+
+/// A pool whose connections go to an in-process server; counts connections made.
+fn pool(config: PoolConfig) -> (TestPool, Arc<AtomicUsize>) {
+    let made = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&made);
+    let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri| {
+        let counter = Arc::clone(&counter);
+        Box::pin(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server), service)
+                    .await;
+            });
+            let (tx, driver) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+                .await
+                .map_err(|e| Error::connect("test origin", e))?;
+            Ok(Connected {
+                tx,
+                socket: None,
+                driver: Box::pin(driver),
+            })
+        })
+    });
+    (Pool::new(config, connect), made)
+}
+
+fn origin(host: &str) -> Origin {
+    let uri: Uri = format!("http://{host}/").parse().unwrap();
+    Origin::from_uri(&uri).unwrap()
+}
+
+fn one_connection() -> PoolConfig {
+    PoolConfig {
+        max_connections_per_origin: Some(1),
+        checkout_timeout: Some(Duration::from_secs(2)),
+        ..PoolConfig::default()
+    }
+}
+
+fn waiters(pool: &TestPool, origin: &Origin) -> usize {
+    pool.lock()
+        .origins
+        .get(origin)
+        .map_or(0, |entry| entry.waiters.len())
+}
+
+/// Lets every task that can run, run, without moving paused time.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_or_timed_out_waiter_leaves_the_queue() {
+    let (pool, _) = pool(one_connection());
+    let origin = origin("origin.test");
+    let held = pool.checkout(&origin, false).await.unwrap();
+
+    let mut dropped = task::spawn(pool.checkout(&origin, false));
+    assert!(dropped.poll().is_pending());
+    assert_eq!(waiters(&pool, &origin), 1);
+    assert_eq!(pool.stats().waiting, 1);
+    drop(dropped);
+    assert_eq!(
+        waiters(&pool, &origin),
+        0,
+        "the dropped waiter stayed queued"
+    );
+
+    let err = match pool.checkout(&origin, false).await {
+        Ok(_) => panic!("the only connection is held"),
+        Err(err) => err,
+    };
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        waiters(&pool, &origin),
+        0,
+        "the timed-out waiter stayed queued"
+    );
+    assert_eq!(pool.stats().waiting, 0);
+    drop(held);
+    let stats = pool.stats();
+    assert_eq!((stats.active, stats.idle, stats.waiting), (0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_granted_to_a_waiter_that_is_then_dropped_goes_back_to_the_pool() {
+    let (pool, made) = pool(one_connection());
+    let origin = origin("origin.test");
+    let held = pool.checkout(&origin, false).await.unwrap();
+    let mut waiter = task::spawn(pool.checkout(&origin, false));
+    assert!(waiter.poll().is_pending());
+
+    // The connection is granted to the waiter, which is dropped before it runs.
+    pool.checkin(held.conn, true);
+    drop(waiter);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.idle, stats.active, stats.waiting),
+        (1, 0, 0),
+        "the granted connection was lost: {stats:?}"
+    );
+    let again = pool.checkout(&origin, false).await.unwrap();
+    assert!(again.reused);
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permit_granted_to_a_waiter_that_is_then_dropped_passes_to_the_next() {
+    let (pool, made) = pool(one_connection());
+    let origin = origin("origin.test");
+    let held = pool.checkout(&origin, false).await.unwrap();
+    let mut first = task::spawn(pool.checkout(&origin, false));
+    assert!(first.poll().is_pending());
+    let mut second = task::spawn(pool.checkout(&origin, false));
+    assert!(second.poll().is_pending());
+
+    // Closing the held connection grants its slot to the first waiter.
+    drop(held);
+    drop(first);
+    assert!(second.is_woken());
+    let checkout = loop {
+        if let std::task::Poll::Ready(checkout) = second.poll() {
+            break checkout.expect("the slot passed on");
+        }
+        settle().await;
+    };
+    assert!(!checkout.reused);
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+    drop(checkout);
+    let stats = pool.stats();
+    assert_eq!((stats.active, stats.idle, stats.waiting), (0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_checkout_at_the_limit_replaces_the_least_recently_used_idle_connection() {
+    let (pool, made) = pool(PoolConfig {
+        max_connections_per_origin: Some(2),
+        ..one_connection()
+    });
+    let origin = origin("origin.test");
+    let older = pool.checkout(&origin, false).await.unwrap();
+    let newer = pool.checkout(&origin, false).await.unwrap();
+    let (older_id, newer_id) = (older.conn.id, newer.conn.id);
+    pool.checkin(older.conn, true);
+    pool.checkin(newer.conn, true);
+    assert_eq!(pool.stats().idle, 2);
+
+    let fresh = match pool.checkout(&origin, true).await {
+        Ok(fresh) => fresh,
+        Err(err) => panic!("a fresh checkout waited behind idle connections: {err}"),
+    };
+    assert!(!fresh.reused);
+    assert_eq!(made.load(Ordering::SeqCst), 3);
+    let stats = pool.stats();
+    assert_eq!((stats.idle, stats.active), (1, 1), "{stats:?}");
+    assert_eq!(stats.evictions.total(), 1);
+    // The least recently used one went; the other is still there.
+    let reused = pool.checkout(&origin, false).await.unwrap();
+    assert_eq!(reused.conn.id, newer_id);
+    assert_ne!(reused.conn.id, older_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_learned_timeouts_are_bounded_and_the_reaper_prunes_relaxed_ones() {
+    let (pool, _) = pool(PoolConfig::default());
+    for n in 0..1100 {
+        pool.observe_server_close(&origin(&format!("host{n}.test")), Duration::from_secs(2));
+    }
+    assert_eq!(pool.stats().learned_idle_timeouts.len(), 1024);
+
+    // A checked-in connection starts the reaper; in time every learned value relaxes
+    // up to the 4 s idle timeout (2 s * 1.25^4 > 4 s) and the reaper forgets it.
+    let origin = origin("origin.test");
+    let checkout = pool.checkout(&origin, false).await.unwrap();
+    pool.checkin(checkout.conn, true);
+    tokio::time::advance(Duration::from_secs(60 * 6)).await;
+    settle().await;
+    assert_eq!(pool.lock().learned.len(), 0, "relaxed values are kept");
+    assert!(pool.stats().learned_idle_timeouts.is_empty());
+}
