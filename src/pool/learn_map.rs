@@ -24,6 +24,8 @@ pub(crate) const PRUNE_INTERVAL: Duration = learn::RELAX_PERIOD;
 
 pub(super) struct LearnedOrigins {
     map: HashMap<Origin, Entry>,
+    /// Orders observations, even ones made at the same instant.
+    observations: u64,
 }
 
 struct Entry {
@@ -31,13 +33,15 @@ struct Entry {
     /// `http://host:port`, made once so that [`LearnedOrigins::snapshot`] does not
     /// format under the pool's lock.
     display: Arc<str>,
-    last_observed: Instant,
+    /// The value of [`LearnedOrigins::observations`] at its latest observation.
+    last_observed: u64,
 }
 
 impl LearnedOrigins {
     pub(super) fn new() -> LearnedOrigins {
         LearnedOrigins {
             map: HashMap::new(),
+            observations: 0,
         }
     }
 
@@ -72,8 +76,9 @@ impl LearnedOrigins {
         idle_for: Duration,
         now: Instant,
     ) -> Option<Duration> {
+        self.observations = self.observations.wrapping_add(1);
         if let Some(entry) = self.map.get_mut(origin) {
-            entry.last_observed = now;
+            entry.last_observed = self.observations;
             return if entry.learned.observe(idle_for, now) {
                 entry.learned.effective(now, Duration::MAX)
             } else {
@@ -88,7 +93,7 @@ impl LearnedOrigins {
             Entry {
                 learned: Learned::new(idle_for, now),
                 display: Arc::from(origin.to_string()),
-                last_observed: now,
+                last_observed: self.observations,
             },
         );
         Some(idle_for)
