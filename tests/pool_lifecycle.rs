@@ -70,6 +70,18 @@ async fn back_to_back_requests_use_one_connection_on_a_current_thread_runtime() 
     assert_eq!(server.requests_per_connection(), [50]);
     let stats = client.stats();
     assert_eq!((stats.connections_opened, stats.reuses), (1, 49));
+    // Every check-in task has ended, whether it checked its connection in or found it
+    // taken: what is left is the connection's task and the reaper.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = std::time::Instant::now() + WAIT;
+    while metrics.num_alive_tasks() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks alive: {}",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// On a multi-thread runtime the caller can see the body end a moment before hyper

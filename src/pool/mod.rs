@@ -572,6 +572,8 @@ impl<B: Send + 'static> Pool<B> {
                 }
             }
         }
+        // Before closing the displaced connection: its slot takes the lock.
+        drop(guard);
         if let Some(generation) = start_reaper {
             self.start_reaper(generation);
         }

@@ -220,3 +220,24 @@ async fn the_reaper_forgets_learned_timeouts_that_have_relaxed_away() {
     let stats = pool.stats();
     assert_eq!((stats.idle, stats.active, stats.waiting), (0, 0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_check_in_to_a_full_idle_list_closes_the_least_recently_used() {
+    let (pool, _) = pool(PoolConfig {
+        max_idle_per_origin: 1,
+        ..PoolConfig::default()
+    });
+    let origin = origin("origin.test");
+    let first = pool.checkout(&origin, false).await.unwrap();
+    let second = pool.checkout(&origin, false).await.unwrap();
+    let second_id = second.conn.id;
+    pool.checkin(first.conn, true);
+    pool.checkin(second.conn, true);
+    let stats = pool.stats();
+    assert_eq!((stats.idle, stats.active), (1, 0));
+    assert_eq!(stats.evictions.idle_list_full, 1);
+    assert_eq!(
+        pool.checkout(&origin, false).await.unwrap().conn.id,
+        second_id
+    );
+}
