@@ -5,7 +5,8 @@
 //! (see [`learn`](super::learn) for the learned value), and is
 //! closed by the client when it passes. The reaper is one task per pool that sleeps
 //! until the earliest deadline (not a fixed tick), closes what has expired, and ends
-//! when the pool is dropped. Checkout refuses an expired connection on its own, so
+//! when the pool is dropped. If its runtime shuts down under a pool that lives on (a
+//! client in a static), the next check-in on another runtime starts a new one. Checkout refuses an expired connection on its own, so
 //! correctness never depends on when the reaper runs.
 
 use std::future::Future;

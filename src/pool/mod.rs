@@ -6,9 +6,17 @@
 //! open a connection in its place. So no path (an error, a cancelled request, a
 //! dropped response body) can leak a slot or strand a waiter.
 //!
+//! A waiting checkout that is dropped (its `checkout_timeout` ran out, or the caller
+//! dropped the request) leaves the queue at once, and hands on whatever was granted to
+//! it in the meantime. A connection whose response body is still being read stays
+//! reachable from the pool (see [`pending`]), so that a caller who sends the next
+//! request as soon as the body ends gets the same connection.
+//!
 //! Locking rule: nothing that owns a connection is dropped while the pool's mutex is
 //! held, because dropping a connection's slot takes the mutex. Code that removes
-//! connections under the lock moves them out and drops them after unlocking.
+//! connections under the lock moves them out and drops them after unlocking. Nor is a
+//! task spawned under the lock: on a runtime that is shutting down, `spawn` drops the
+//! task's future at once, and with it what the future owns.
 
 mod conn;
 mod idle;
@@ -346,8 +354,7 @@ impl<B: Send + 'static> Pool<B> {
                         }
                         Ok(Grant::Permit(slot)) => return self.connect(origin, slot).await,
                         // Senders are only dropped with the pool, which `self` keeps
-                        // alive, or by this checkout's own cancellation; should that
-                        // ever change, waiting again is still right.
+                        // alive; should that ever change, waiting again is still right.
                         Err(_) => {}
                     }
                 }
