@@ -30,8 +30,15 @@ fn pool(config: PoolConfig) -> (TestPool, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             let (client, server) = tokio::io::duplex(64 * 1024);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+                let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    // `/big` is more than hyper buffers: the connection stays busy
+                    // until the caller reads the body.
+                    let body = if req.uri().path() == "/big" {
+                        Bytes::from(vec![b'x'; 1 << 20])
+                    } else {
+                        Bytes::from_static(b"hi")
+                    };
+                    Ok::<_, Infallible>(Response::new(Full::new(body)))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(server), service)
@@ -240,4 +247,73 @@ async fn a_check_in_to_a_full_idle_list_closes_the_least_recently_used() {
         pool.checkout(&origin, false).await.unwrap().conn.id,
         second_id
     );
+}
+
+#[test]
+fn a_waiter_dropped_outside_any_runtime_checks_its_grant_in_without_panicking() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pool, made) = pool(PoolConfig {
+        checkout_timeout: None,
+        idle_timeout: Duration::from_millis(300),
+        keep_alive_margin: Duration::from_millis(100),
+        ..one_connection()
+    });
+    let origin = origin("origin.test");
+    let waiter = runtime.block_on(async {
+        let held = pool.checkout(&origin, false).await.unwrap();
+        let mut waiter = task::spawn(pool.checkout(&origin, false));
+        assert!(waiter.poll().is_pending());
+        pool.checkin(held.conn, true);
+        waiter
+    });
+    // No runtime here: the check-in cannot start the reaper, and must not try to.
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    drop(waiter);
+    assert_eq!(pool.stats().idle, 1);
+
+    runtime.block_on(async {
+        let checkout = pool.checkout(&origin, false).await.unwrap();
+        assert!(checkout.reused);
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        // This check-in starts the reaper, which closes the connection at 300 ms.
+        pool.checkin(checkout.conn, true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.stats().idle != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never reaped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.stats().evictions.idle_timeout, 1);
+    });
+}
+
+#[test]
+fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_down() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pool, _) = pool(PoolConfig::default());
+    let origin = origin("origin.test");
+    let response = runtime.block_on(async {
+        let mut checkout = pool.checkout(&origin, false).await.unwrap();
+        let request = http::Request::get("/big").body(Empty::new()).unwrap();
+        let response = checkout.conn.tx.try_send_request(request).await.unwrap();
+        // The body is not read: the connection waits in the pool's pending list.
+        checkout.conn.check_in_when_ready();
+        settle().await;
+        let stats = pool.stats();
+        assert_eq!((stats.active, stats.idle), (1, 0));
+        response
+    });
+    drop(runtime);
+    let stats = pool.stats();
+    assert_eq!((stats.active, stats.idle, stats.waiting), (0, 0, 0));
+    assert!(
+        pool.lock().origins.get(&origin).is_none(),
+        "the origin entry went with its last slot"
+    );
+    drop(response);
 }
