@@ -262,12 +262,11 @@ fn a_waiter_dropped_outside_any_runtime_checks_its_grant_in_without_panicking() 
         ..one_connection()
     });
     let origin = origin("origin.test");
-    let waiter = runtime.block_on(async {
-        let held = pool.checkout(&origin, false).await.unwrap();
-        let mut waiter = task::spawn(pool.checkout(&origin, false));
+    let held = runtime.block_on(pool.checkout(&origin, false)).unwrap();
+    let mut waiter = task::spawn(pool.checkout(&origin, false));
+    runtime.block_on(async {
         assert!(waiter.poll().is_pending());
         pool.checkin(held.conn, true);
-        waiter
     });
     // No runtime here: the check-in cannot start the reaper, and must not try to.
     assert!(tokio::runtime::Handle::try_current().is_err());
@@ -312,7 +311,7 @@ fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_
     let stats = pool.stats();
     assert_eq!((stats.active, stats.idle, stats.waiting), (0, 0, 0));
     assert!(
-        pool.lock().origins.get(&origin).is_none(),
+        !pool.lock().origins.contains_key(&origin),
         "the origin entry went with its last slot"
     );
     drop(response);
