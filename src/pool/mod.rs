@@ -80,7 +80,8 @@ struct State<B> {
     reaper_running: bool,
     /// Tells a reaper task from the one started after it (see [`idle::reap`]).
     reaper_generation: u64,
-    /// Learned server idle timeouts; outlives the origin's connections.
+    /// Learned server idle timeouts; outlives the origin's connections, bounded in
+    /// number.
     learned: learn_map::LearnedOrigins,
     /// When the reaper next drops learned timeouts that have relaxed away.
     next_learned_prune: Option<Instant>,

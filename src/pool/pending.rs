@@ -64,7 +64,8 @@ impl<B: Send + 'static> Task<B> {
         if let Some(reusable) = ready {
             if let Some(pool) = self.pool.upgrade() {
                 // The connection stays in its cell until the pool, under its lock,
-                // moves it to the idle list: a checkout never finds it in neither.
+                // moves it to the idle list: a checkout always finds it in one or the
+                // other.
                 pool.checkin_pending(&self.pending, reusable);
             }
         }
@@ -90,7 +91,7 @@ impl<B: Send + 'static> Pool<B> {
     /// checkout may take it (see the module docs).
     pub(crate) fn check_in_when_ready(self: &Arc<Self>, conn: Conn<B>) {
         if conn.tx.is_ready() {
-            // An empty body: nothing left to wait for.
+            // No body, or hyper has already taken all of it in: nothing to wait for.
             self.checkin(conn, true);
             return;
         }
