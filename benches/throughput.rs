@@ -8,9 +8,10 @@
 //! Groups, each with `closefirst` and `hyper_util_legacy`, both clients at their
 //! defaults:
 //! - `sequential`: one GET at a time, its 13-byte body read to the end, so the
-//!   keep-alive connection is reused (the server sees 3 connections in ~100,000
-//!   requests: a connection goes back to the pool from its own task, just after its
-//!   body ends, so now and then the next request starts first);
+//!   keep-alive connection is reused (the server sees 1 or 2 connections in ~100,000
+//!   requests: a checkout takes a connection whose body just ended even before its
+//!   check-in task has run, except in the rare case where hyper's connection task on
+//!   another worker has not yet marked it ready);
 //! - `concurrent_64`: 64 GETs at once per iteration (64 spawned tasks joined with a
 //!   `JoinSet`), reported as elements per second. A third entry,
 //!   `closefirst_max_idle_64`, is closefirst with `max_idle_per_origin(64)` (every

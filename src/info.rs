@@ -126,6 +126,9 @@ pub struct Evictions {
     /// client that went away) while the request was on the connection: a connection
     /// with a request abandoned half-way cannot carry another.
     pub cancelled: u64,
+    /// Closed to make room at `max_connections_per_origin` for a resend that needs a
+    /// fresh connection: the least recently used idle connection of the origin goes.
+    pub connection_limit: u64,
 }
 
 impl Evictions {
@@ -140,5 +143,6 @@ impl Evictions {
             + self.idle_list_full
             + self.learned_timeout
             + self.cancelled
+            + self.connection_limit
     }
 }

@@ -95,18 +95,22 @@ impl<B> Conn<B> {
     fn pool(&self) -> Option<Arc<Pool<B>>> {
         self.slot.pool.upgrade()
     }
+
+    /// Closes the connection (dropping the last `SendRequest` makes hyper close the
+    /// socket) but keeps its place in the origin's connection count, for a connection
+    /// opened in its place.
+    pub(super) fn into_slot(self) -> Slot<B> {
+        self.slot
+    }
 }
 
 impl<B: Send + 'static> Conn<B> {
     /// Hands the connection back to the pool once hyper can take the next request on
     /// it, which for HTTP/1.1 is when the response body has been read to its end.
-    pub(crate) fn check_in_when_ready(mut self) {
-        tokio::spawn(async move {
-            let reusable = self.tx.ready().await.is_ok();
-            if let Some(pool) = self.pool() {
-                pool.checkin(self, reusable);
-            }
-        });
+    pub(crate) fn check_in_when_ready(self) {
+        if let Some(pool) = self.pool() {
+            pool.check_in_when_ready(self);
+        }
     }
 }
 

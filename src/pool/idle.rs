@@ -5,9 +5,11 @@
 //! (see [`learn`](super::learn) for the learned value), and is
 //! closed by the client when it passes. The reaper is one task per pool that sleeps
 //! until the earliest deadline (not a fixed tick), closes what has expired, and ends
-//! when the pool is dropped. Checkout refuses an expired connection on its own, so
+//! when the pool is dropped. If its runtime shuts down under a pool that lives on (a
+//! client in a static), the next check-in on another runtime starts a new one. Checkout refuses an expired connection on its own, so
 //! correctness never depends on when the reaper runs.
 
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -31,10 +33,12 @@ pub(crate) enum Evict {
     LearnedTimeout,
     /// The request future was dropped while the connection carried its request.
     Cancelled,
+    /// Closed to open a fresh connection in its place at `max_connections_per_origin`.
+    ConnectionLimit,
 }
 
 impl Evict {
-    pub(crate) const COUNT: usize = 9;
+    pub(crate) const COUNT: usize = 10;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +51,9 @@ impl Evict {
             Evict::IdleListFull => "max idle per origin",
             Evict::LearnedTimeout => "learned server idle timeout",
             Evict::Cancelled => "request cancelled mid-flight",
+            Evict::ConnectionLimit => {
+                "max connections per origin: making room for a fresh connection"
+            }
         }
     }
 }
@@ -153,17 +160,48 @@ pub(crate) fn deadline<B>(
 
 /// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
 /// and ends at its next wake-up after the pool is gone (the pool's `Drop` wakes it).
-pub(crate) async fn reap<B: Send + 'static>(pool: Weak<Pool<B>>, wake: Arc<Notify>) {
-    loop {
-        let next = match pool.upgrade() {
-            Some(pool) => pool.evict_expired(Instant::now()),
-            None => return,
-        };
-        match next {
-            Some(deadline) => {
-                let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
+///
+/// `generation` tells this reaper from a later one: however the task ends (the pool
+/// is gone, or its runtime shut down and dropped it), it marks the pool as having no
+/// reaper, unless a newer one has started since, so that the next check-in starts one.
+pub(crate) fn reap<B: Send + 'static>(
+    pool: Weak<Pool<B>>,
+    wake: Arc<Notify>,
+    generation: u64,
+) -> impl Future<Output = ()> + Send {
+    // Made outside the `async` block so that it is dropped (and resets the flag) even
+    // if the task is dropped before it first runs.
+    let running = Running {
+        pool: pool.clone(),
+        generation,
+    };
+    async move {
+        let _running = running;
+        loop {
+            let next = match pool.upgrade() {
+                Some(pool) => pool.evict_expired(Instant::now()),
+                None => return,
+            };
+            match next {
+                Some(deadline) => {
+                    let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
+                }
+                None => wake.notified().await,
             }
-            None => wake.notified().await,
+        }
+    }
+}
+
+/// Marks the pool as having no reaper when the reaper task ends or is dropped.
+struct Running<B> {
+    pool: Weak<Pool<B>>,
+    generation: u64,
+}
+
+impl<B> Drop for Running<B> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.reaper_ended(self.generation);
         }
     }
 }

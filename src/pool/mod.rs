@@ -6,14 +6,26 @@
 //! open a connection in its place. So no path (an error, a cancelled request, a
 //! dropped response body) can leak a slot or strand a waiter.
 //!
+//! A waiting checkout that is dropped (its `checkout_timeout` ran out, or the caller
+//! dropped the request) leaves the queue at once, and hands on whatever was granted to
+//! it in the meantime. A connection whose response body is still being read stays
+//! reachable from the pool (see [`pending`]), so that a caller who sends the next
+//! request as soon as the body ends gets the same connection.
+//!
 //! Locking rule: nothing that owns a connection is dropped while the pool's mutex is
 //! held, because dropping a connection's slot takes the mutex. Code that removes
-//! connections under the lock moves them out and drops them after unlocking.
+//! connections under the lock moves them out and drops them after unlocking. Nor is a
+//! task spawned under the lock: on a runtime that is shutting down, `spawn` drops the
+//! task's future at once, and with it what the future owns.
 
 mod conn;
 mod idle;
 mod learn;
+mod learn_map;
 mod liveness;
+mod pending;
+#[cfg(test)]
+mod tests;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -21,6 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
@@ -65,8 +78,15 @@ struct State<B> {
     idle: usize,
     open: usize,
     reaper_running: bool,
-    /// Learned server idle timeouts; outlives the origin's connections.
-    learned: HashMap<Origin, learn::Learned>,
+    /// Tells a reaper task from the one started after it (see [`idle::reap`]).
+    reaper_generation: u64,
+    /// Learned server idle timeouts; outlives the origin's connections, bounded in
+    /// number.
+    learned: learn_map::LearnedOrigins,
+    /// When the reaper next drops learned timeouts that have relaxed away.
+    next_learned_prune: Option<Instant>,
+    /// Names each waiter, so that a cancelled one can be found and removed.
+    next_waiter: u64,
 }
 
 struct OriginState<B> {
@@ -74,7 +94,10 @@ struct OriginState<B> {
     idle: VecDeque<Idle<B>>,
     /// Connections open or opening, idle ones included.
     open: usize,
-    waiters: VecDeque<oneshot::Sender<Grant<B>>>,
+    waiters: VecDeque<Waiter<B>>,
+    /// Connections whose response is still being read, shared with their check-in
+    /// task (see [`pending`]).
+    pending: Vec<Arc<pending::Pending<B>>>,
 }
 
 impl<B> Default for OriginState<B> {
@@ -83,8 +106,15 @@ impl<B> Default for OriginState<B> {
             idle: VecDeque::new(),
             open: 0,
             waiters: VecDeque::new(),
+            pending: Vec::new(),
         }
     }
+}
+
+/// A checkout waiting under `max_connections_per_origin`, in FIFO order.
+struct Waiter<B> {
+    id: u64,
+    tx: oneshot::Sender<Grant<B>>,
 }
 
 struct Idle<B> {
@@ -134,18 +164,100 @@ struct Counters {
     evictions: [AtomicU64; Evict::COUNT],
 }
 
-enum Step<B> {
-    Reuse(Idle<B>),
+enum Step<'a, B: Send + 'static> {
+    Reuse {
+        conn: Conn<B>,
+        since: Instant,
+    },
     Connect(Slot<B>),
-    Wait(oneshot::Receiver<Grant<B>>),
+    /// A fresh connection at `max_connections_per_origin`: close this idle one and
+    /// open the new one in its slot.
+    Replace(Idle<B>),
+    Wait(Waiting<'a, B>),
 }
 
-/// Decrements the waiting gauge however the wait ends (granted, timed out, cancelled).
-struct WaitingGuard<'a>(&'a AtomicUsize);
+/// What a check-in returns to the pool.
+enum Returned<'a, B> {
+    Conn(Conn<B>),
+    /// A connection in its check-in task's cell, if a checkout has not taken it.
+    Pending(&'a pending::Pending<B>),
+}
 
-impl Drop for WaitingGuard<'_> {
+/// A connection the pool closes after releasing its lock.
+struct Closing<B> {
+    conn: Conn<B>,
+    since: Instant,
+    reason: Evict,
+    detail: &'static str,
+}
+
+/// A checkout's place in the FIFO queue and the receiving end of its grant.
+///
+/// Dropping it before the grant arrives (the checkout timed out, or the caller dropped
+/// the request) removes the waiter from the queue; a grant that raced with the
+/// cancellation is not lost: a connection is checked in again, a permit passes to the
+/// next waiter. Keeps the `waiting` gauge, however the wait ends.
+struct Waiting<'a, B: Send + 'static> {
+    pool: &'a Arc<Pool<B>>,
+    origin: &'a Origin,
+    id: u64,
+    rx: oneshot::Receiver<Grant<B>>,
+    finished: bool,
+}
+
+impl<'a, B: Send + 'static> Waiting<'a, B> {
+    fn new(
+        pool: &'a Arc<Pool<B>>,
+        origin: &'a Origin,
+        id: u64,
+        rx: oneshot::Receiver<Grant<B>>,
+    ) -> Self {
+        pool.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            pool,
+            origin,
+            id,
+            rx,
+            finished: false,
+        }
+    }
+}
+
+impl<B: Send + 'static> Future for Waiting<'_, B> {
+    type Output = Result<Grant<B>, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let grant = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.finished = true;
+        Poll::Ready(grant)
+    }
+}
+
+impl<B: Send + 'static> Drop for Waiting<'_, B> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.pool.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        if self.finished {
+            return;
+        }
+        // After `close`, every send fails and hands the grant back to the sender, which
+        // offers it to the next waiter; a grant sent before is still in the channel.
+        self.rx.close();
+        let raced = self.rx.try_recv().ok();
+        let removed = {
+            let mut state = self.pool.lock();
+            state.origins.get_mut(self.origin).and_then(|entry| {
+                let position = entry.waiters.iter().position(|w| w.id == self.id)?;
+                entry.waiters.remove(position)
+            })
+        };
+        drop(removed);
+        // Outside the lock: both paths below take it.
+        match raced {
+            Some(Grant::Conn(conn)) => self.pool.checkin(conn, true),
+            // Dropping the slot passes it to the next waiter.
+            Some(Grant::Permit(slot)) => drop(slot),
+            None => {}
+        }
     }
 }
 
@@ -163,7 +275,10 @@ impl<B: Send + 'static> Pool<B> {
                 idle: 0,
                 open: 0,
                 reaper_running: false,
-                learned: HashMap::new(),
+                reaper_generation: 0,
+                learned: learn_map::LearnedOrigins::new(),
+                next_learned_prune: None,
+                next_waiter: 0,
             }),
             config,
             connect,
@@ -172,79 +287,41 @@ impl<B: Send + 'static> Pool<B> {
         })
     }
 
-    /// A connection for `origin`: the most recently idled one that is still good, a
-    /// new one, or (at `max_connections_per_origin`) the first one freed, in FIFO order.
+    /// A connection for `origin`: the most recently idled one that is still good, one
+    /// whose response has just been read to its end (see [`pending`]), a new one, or
+    /// (at `max_connections_per_origin`) the first one freed, in FIFO order.
     ///
     /// `fresh` skips the idle list: a resend after a stale-connection failure goes on a
-    /// new connection, as the other idle ones may be just as stale. (At
-    /// `max_connections_per_origin` it still takes the first connection freed, which
-    /// has just finished a response.)
+    /// new connection, as the other idle ones may be just as stale. At
+    /// `max_connections_per_origin` it closes the least recently used idle connection
+    /// and opens the new one in its place; with none idle, it takes the first
+    /// connection freed, which has just finished a response.
     pub(crate) async fn checkout(
         self: &Arc<Self>,
         origin: &Origin,
         fresh: bool,
     ) -> Result<Checkout<B>, Error> {
         loop {
-            let mut expired = Vec::new();
-            let mut observed_close = false;
-            let step = {
-                let mut guard = self.lock();
-                let state = &mut *guard;
-                let now = Instant::now();
-                let entry = match state.origins.get_mut(origin) {
-                    Some(entry) => entry,
-                    None => state.origins.entry(origin.clone()).or_default(),
-                };
-                let mut found = None;
-                while let Some(idle) = if fresh { None } else { entry.idle.pop_back() } {
-                    state.deadlines.remove(&(idle.deadline, idle.conn.id));
-                    state.idle -= 1;
-                    // The reaper may not have run yet: never hand out an expired one.
-                    if now >= idle.deadline {
-                        let reason = idle.reason;
-                        expired.push((idle, reason, ""));
-                    } else if idle.conn.tx.is_closed() {
-                        expired.push((idle, Evict::ClosedByServer, "connection task ended"));
-                        observed_close = true;
-                    } else {
-                        found = Some(idle);
-                        break;
-                    }
-                }
-                match found {
-                    Some(idle) => Step::Reuse(idle),
-                    None if self
-                        .config
-                        .max_connections_per_origin
-                        .map_or(true, |max| entry.open < max) =>
-                    {
-                        entry.open += 1;
-                        state.open += 1;
-                        Step::Connect(Slot {
-                            pool: Arc::downgrade(self),
-                            origin: origin.clone(),
-                            armed: true,
-                        })
-                    }
-                    None => {
-                        let (tx, rx) = oneshot::channel();
-                        entry.waiters.push_back(tx);
-                        Step::Wait(rx)
-                    }
-                }
-            };
+            let mut closing = Vec::new();
+            let step = self.next_step(origin, fresh, &mut closing);
             let now = Instant::now();
-            for (idle, reason, detail) in expired {
-                let idle_for = now.saturating_duration_since(idle.since);
-                if observed_close && reason == Evict::ClosedByServer {
+            for Closing {
+                conn,
+                since,
+                reason,
+                detail,
+            } in closing
+            {
+                let idle_for = now.saturating_duration_since(since);
+                if reason == Evict::ClosedByServer {
                     self.observe_server_close(origin, idle_for);
                 }
-                self.evict(origin, idle.conn, reason, idle_for, detail);
+                self.evict(origin, conn, reason, idle_for, detail);
             }
             match step {
-                Step::Reuse(idle) => {
-                    let idle_for = now.saturating_duration_since(idle.since);
-                    if let Some(conn) = self.hand_out(origin, idle.conn, idle_for) {
+                Step::Reuse { conn, since } => {
+                    let idle_for = now.saturating_duration_since(since);
+                    if let Some(conn) = self.hand_out(origin, conn, idle_for) {
                         return Ok(Checkout {
                             conn,
                             reused: true,
@@ -253,14 +330,17 @@ impl<B: Send + 'static> Pool<B> {
                     }
                 }
                 Step::Connect(slot) => return self.connect(origin, slot).await,
-                Step::Wait(rx) => {
-                    self.counters.waiting.fetch_add(1, Ordering::Relaxed);
-                    let waiting = WaitingGuard(&self.counters.waiting);
+                Step::Replace(idle) => {
+                    let idle_for = now.saturating_duration_since(idle.since);
+                    self.count_eviction(origin, &idle.conn, Evict::ConnectionLimit, idle_for, "");
+                    return self.connect(origin, idle.conn.into_slot()).await;
+                }
+                Step::Wait(mut waiting) => {
                     let grant = match self.config.checkout_timeout {
-                        Some(limit) => tokio::time::timeout(limit, rx)
+                        Some(limit) => tokio::time::timeout(limit, &mut waiting)
                             .await
                             .map_err(|_| Error::new(Kind::CheckoutTimeout(limit)))?,
-                        None => rx.await,
+                        None => (&mut waiting).await,
                     };
                     drop(waiting);
                     match grant {
@@ -281,6 +361,90 @@ impl<B: Send + 'static> Pool<B> {
                 }
             }
         }
+    }
+
+    /// Decides, under the lock, how a checkout proceeds. Connections found unusable on
+    /// the way go to `closing`, to be closed after the lock is released.
+    fn next_step<'a>(
+        self: &'a Arc<Self>,
+        origin: &'a Origin,
+        fresh: bool,
+        closing: &mut Vec<Closing<B>>,
+    ) -> Step<'a, B> {
+        let mut guard = self.lock();
+        let State {
+            origins,
+            deadlines,
+            idle,
+            open,
+            learned,
+            next_waiter,
+            ..
+        } = &mut *guard;
+        let now = Instant::now();
+        let entry = match origins.get_mut(origin) {
+            Some(entry) => entry,
+            None => origins.entry(origin.clone()).or_default(),
+        };
+        if !fresh {
+            while let Some(candidate) = entry.idle.pop_back() {
+                deadlines.remove(&(candidate.deadline, candidate.conn.id));
+                *idle -= 1;
+                // The reaper may not have run yet: never hand out an expired one.
+                if now >= candidate.deadline {
+                    closing.push(Closing {
+                        reason: candidate.reason,
+                        conn: candidate.conn,
+                        since: candidate.since,
+                        detail: "",
+                    });
+                } else if candidate.conn.tx.is_closed() {
+                    closing.push(Closing {
+                        conn: candidate.conn,
+                        since: candidate.since,
+                        reason: Evict::ClosedByServer,
+                        detail: "connection task ended",
+                    });
+                } else {
+                    return Step::Reuse {
+                        conn: candidate.conn,
+                        since: candidate.since,
+                    };
+                }
+            }
+            // A waiter comes first: the connection is checked in to it in a moment.
+            if entry.waiters.is_empty() && !entry.pending.is_empty() {
+                let learned = learned_for(learned, origin, now, &self.config);
+                if let Some(conn) = take_ready_pending(entry, &self.config, now, learned, closing) {
+                    return Step::Reuse { conn, since: now };
+                }
+            }
+        }
+        let at_max = self
+            .config
+            .max_connections_per_origin
+            .is_some_and(|max| entry.open >= max);
+        if !at_max {
+            entry.open += 1;
+            *open += 1;
+            return Step::Connect(Slot {
+                pool: Arc::downgrade(self),
+                origin: origin.clone(),
+                armed: true,
+            });
+        }
+        if fresh {
+            if let Some(lru) = entry.idle.pop_front() {
+                deadlines.remove(&(lru.deadline, lru.conn.id));
+                *idle -= 1;
+                return Step::Replace(lru);
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = *next_waiter;
+        *next_waiter = id.wrapping_add(1);
+        entry.waiters.push_back(Waiter { id, tx });
+        Step::Wait(Waiting::new(self, origin, id, rx))
     }
 
     async fn connect(
@@ -326,20 +490,43 @@ impl<B: Send + 'static> Pool<B> {
     /// Takes back a connection whose response has been read to the end
     /// (`reusable`), or that hyper closed (`!reusable`).
     pub(crate) fn checkin(self: &Arc<Self>, conn: Conn<B>, reusable: bool) {
-        let origin = conn.origin().clone();
+        self.checkin_inner(Returned::Conn(conn), reusable);
+    }
+
+    /// [`checkin`](Pool::checkin) from a connection's check-in task: the connection is
+    /// moved out of its cell under the pool's lock, unless a checkout took it.
+    fn checkin_pending(self: &Arc<Self>, pending: &pending::Pending<B>, reusable: bool) {
+        self.checkin_inner(Returned::Pending(pending), reusable);
+    }
+
+    fn checkin_inner(self: &Arc<Self>, returned: Returned<'_, B>, reusable: bool) {
         let now = Instant::now();
+        let mut guard = self.lock();
+        let mut conn = match returned {
+            Returned::Conn(conn) => conn,
+            Returned::Pending(pending) => {
+                let Some(conn) = pending.take() else {
+                    return;
+                };
+                if let Some(entry) = guard.origins.get_mut(conn.origin()) {
+                    remove_pending(entry, pending.id);
+                }
+                conn
+            }
+        };
+        let origin = conn.origin().clone();
         if !reusable {
+            drop(guard);
             if conn.close_requested() {
                 self.evict(&origin, conn, Evict::ConnectionClose, Duration::ZERO, "");
             }
             return;
         }
-        let mut conn = conn;
         let mut displaced = None;
+        let mut start_reaper = None;
         {
-            let mut guard = self.lock();
             let state = &mut *guard;
-            let learned = learned_for(state, &origin, now, &self.config);
+            let learned = learned_for(&mut state.learned, &origin, now, &self.config);
             if let Some(reason) = idle::retire_reason(&conn, &self.config, now, learned) {
                 drop(guard);
                 self.evict(&origin, conn, reason, Duration::ZERO, "");
@@ -351,7 +538,7 @@ impl<B: Send + 'static> Pool<B> {
                 .get_mut(&origin)
                 .expect("an origin entry lives as long as one of its slots");
             while let Some(waiter) = entry.waiters.pop_front() {
-                match waiter.send(Grant::Conn(conn)) {
+                match waiter.tx.send(Grant::Conn(conn)) {
                     Ok(()) => return,
                     Err(Grant::Conn(returned)) => conn = returned,
                     Err(Grant::Permit(_)) => unreachable!("a Conn grant comes back as sent"),
@@ -385,19 +572,40 @@ impl<B: Send + 'static> Pool<B> {
                 state.deadlines.insert(key, origin.clone());
                 if !state.reaper_running {
                     state.reaper_running = true;
-                    tokio::spawn(idle::reap(
-                        Arc::downgrade(self),
-                        Arc::clone(&self.reaper_wake),
-                    ));
+                    state.reaper_generation = state.reaper_generation.wrapping_add(1);
+                    start_reaper = Some(state.reaper_generation);
                 } else if state.deadlines.keys().next() == Some(&key) {
                     // The reaper sleeps until a later deadline; this one comes first.
                     self.reaper_wake.notify_one();
                 }
             }
         }
+        // Before closing the displaced connection: its slot takes the lock.
+        drop(guard);
+        if let Some(generation) = start_reaper {
+            self.start_reaper(generation);
+        }
         if let Some(idle) = displaced {
             let idle_for = now.saturating_duration_since(idle.since);
             self.evict(&origin, idle.conn, Evict::IdleListFull, idle_for, "");
+        }
+    }
+
+    /// Starts reaper `generation` on the current runtime. Never under the lock: on a
+    /// runtime that is shutting down, `spawn` drops the task at once, and its guard
+    /// takes the lock to record that the reaper ended.
+    fn start_reaper(self: &Arc<Self>, generation: u64) {
+        let reaper = idle::reap(
+            Arc::downgrade(self),
+            Arc::clone(&self.reaper_wake),
+            generation,
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(reaper)),
+            // A check-in outside any runtime (a drop in plain code): dropping the
+            // reaper marks the pool as having none, so the next check-in on a runtime
+            // starts one; checkout refuses expired connections meanwhile.
+            Err(_) => drop(reaper),
         }
     }
 }
@@ -439,8 +647,8 @@ impl<B> Pool<B> {
         Some(conn)
     }
 
-    /// Drops every idle connection whose deadline has passed; returns the next
-    /// deadline, if any.
+    /// Drops every idle connection whose deadline has passed, and now and then the
+    /// learned timeouts that have relaxed away; returns when to run again, if ever.
     pub(crate) fn evict_expired(&self, now: Instant) -> Option<Instant> {
         let mut expired = Vec::new();
         let next = {
@@ -458,13 +666,43 @@ impl<B> Pool<B> {
                     expired.push((origin, idle));
                 }
             }
-            state.deadlines.keys().next().map(|&(deadline, _)| deadline)
+            if state.next_learned_prune.is_some_and(|at| now >= at) {
+                state.learned.prune(now, self.config.idle_timeout);
+                state.next_learned_prune = if state.learned.is_empty() {
+                    None
+                } else {
+                    now.checked_add(learn_map::PRUNE_INTERVAL)
+                };
+            }
+            let next_deadline = state.deadlines.keys().next().map(|&(deadline, _)| deadline);
+            match (next_deadline, state.next_learned_prune) {
+                (Some(deadline), Some(prune)) => Some(deadline.min(prune)),
+                (deadline, prune) => deadline.or(prune),
+            }
         };
         for (origin, idle) in expired {
             let idle_for = now.saturating_duration_since(idle.since);
             self.evict(&origin, idle.conn, idle.reason, idle_for, "");
         }
         next
+    }
+
+    /// Reaper `generation` ended (or never started): the next check-in starts another,
+    /// unless a newer one runs already.
+    fn reaper_ended(&self, generation: u64) {
+        let mut state = self.lock();
+        if state.reaper_generation == generation {
+            state.reaper_running = false;
+        }
+    }
+
+    /// A check-in task gave up connection `id` of `origin` (not ready after all, or
+    /// its runtime shut down): it is no longer pending.
+    fn forget_pending(&self, origin: &Origin, id: u64) {
+        let mut state = self.lock();
+        if let Some(entry) = state.origins.get_mut(origin) {
+            remove_pending(entry, id);
+        }
     }
 
     /// hyper's connection task for connection `id` ended. If the connection was idle,
@@ -509,21 +747,20 @@ impl<B> Pool<B> {
             return;
         }
         let now = Instant::now();
-        let changed = {
+        let (changed, wake_reaper) = {
             let mut state = self.lock();
-            match state.learned.get_mut(origin) {
-                Some(learned) => learned
-                    .observe(idle_for, now)
-                    .then(|| learned.effective(now, Duration::MAX)),
-                None => {
-                    state
-                        .learned
-                        .insert(origin.clone(), learn::Learned::new(idle_for, now));
-                    Some(Some(idle_for))
-                }
+            let changed = state.learned.observe(origin, idle_for, now);
+            // A reaper asleep with no deadline must still come back to prune.
+            let schedule = state.next_learned_prune.is_none();
+            if schedule {
+                state.next_learned_prune = now.checked_add(learn_map::PRUNE_INTERVAL);
             }
+            (changed, schedule && state.reaper_running)
         };
-        if let Some(Some(value)) = changed {
+        if wake_reaper {
+            self.reaper_wake.notify_one();
+        }
+        if let Some(value) = changed {
             tracing::info!(
                 origin = %origin,
                 learned_ms = value.as_millis() as u64,
@@ -542,6 +779,20 @@ impl<B> Pool<B> {
         idle_for: Duration,
         detail: &str,
     ) {
+        self.count_eviction(origin, &conn, reason, idle_for, detail);
+        // Dropping the last `SendRequest` makes hyper close the socket: the client
+        // sends the FIN.
+        drop(conn);
+    }
+
+    fn count_eviction(
+        &self,
+        origin: &Origin,
+        conn: &Conn<B>,
+        reason: Evict,
+        idle_for: Duration,
+        detail: &str,
+    ) {
         self.counters.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             origin = %origin,
@@ -552,9 +803,6 @@ impl<B> Pool<B> {
             requests = conn.requests,
             "closing connection"
         );
-        // Dropping the last `SendRequest` makes hyper close the socket: the client
-        // sends the FIN.
-        drop(conn);
     }
 
     /// A slot was dropped: its connection closed or was never opened.
@@ -573,7 +821,7 @@ impl<B> Pool<B> {
                 origin: origin.clone(),
                 armed: true,
             };
-            match waiter.send(Grant::Permit(slot)) {
+            match waiter.tx.send(Grant::Permit(slot)) {
                 Ok(()) => return,
                 Err(Grant::Permit(mut slot)) => slot.armed = false,
                 Err(Grant::Conn(_)) => unreachable!("a Permit grant comes back as sent"),
@@ -590,16 +838,13 @@ impl<B> Pool<B> {
         let now = Instant::now();
         let (idle, open, learned) = {
             let state = self.lock();
-            let learned = state
-                .learned
-                .iter()
-                .filter_map(|(origin, learned)| {
-                    let value = learned.effective(now, self.config.idle_timeout)?;
-                    Some((origin.to_string(), value))
-                })
-                .collect();
+            let learned = state.learned.snapshot(now, self.config.idle_timeout);
             (state.idle, state.open, learned)
         };
+        let learned = learned
+            .into_iter()
+            .map(|(origin, value)| (String::from(&*origin), value))
+            .collect();
         let e = |reason: Evict| self.counters.evictions[reason as usize].load(Ordering::Relaxed);
         PoolStats {
             connections_opened: self.counters.opened.load(Ordering::Relaxed),
@@ -614,7 +859,10 @@ impl<B> Pool<B> {
                 max_requests: e(Evict::MaxRequests),
                 connection_close: e(Evict::ConnectionClose),
                 closed_by_server: e(Evict::ClosedByServer),
+                // Until `Evictions` has a field of its own for it: the other case of a
+                // per-origin limit making the least recently used idle connection go.
                 idle_list_full: e(Evict::IdleListFull),
+                connection_limit: e(Evict::ConnectionLimit),
                 learned_timeout: e(Evict::LearnedTimeout),
                 cancelled: e(Evict::Cancelled),
             },
@@ -626,23 +874,57 @@ impl<B> Pool<B> {
 
 /// The learned idle timeout in force for `origin`, if any; forgets one that has
 /// relaxed up to the idle timeout.
-fn learned_for<B>(
-    state: &mut State<B>,
+fn learned_for(
+    learned: &mut learn_map::LearnedOrigins,
     origin: &Origin,
     now: Instant,
     config: &PoolConfig,
 ) -> Option<Duration> {
-    if !config.learn_idle_timeout || state.learned.is_empty() {
+    if !config.learn_idle_timeout || learned.is_empty() {
         return None;
     }
-    let effective = state
-        .learned
-        .get(origin)?
-        .effective(now, config.idle_timeout);
-    if effective.is_none() {
-        state.learned.remove(origin);
+    learned.effective(origin, now, config.idle_timeout)
+}
+
+/// A connection of `entry` whose response has been read to its end, taken from its
+/// check-in task, if one passes the checks a check-in makes. Ones that fail go to
+/// `closing`.
+fn take_ready_pending<B>(
+    entry: &mut OriginState<B>,
+    config: &PoolConfig,
+    now: Instant,
+    learned: Option<Duration>,
+    closing: &mut Vec<Closing<B>>,
+) -> Option<Conn<B>> {
+    // The most recent first: the likeliest to have just finished.
+    let mut i = entry.pending.len();
+    while i > 0 {
+        i -= 1;
+        let Some(conn) = entry.pending[i].take_if_ready() else {
+            continue;
+        };
+        entry.pending.swap_remove(i);
+        let retire = idle::retire_reason(&conn, config, now, learned).or_else(|| {
+            let (deadline, reason) = idle::deadline(&conn, config, now, learned);
+            (deadline <= now).then_some(reason)
+        });
+        match retire {
+            Some(reason) => closing.push(Closing {
+                conn,
+                since: now,
+                reason,
+                detail: "",
+            }),
+            None => return Some(conn),
+        }
     }
-    effective
+    None
+}
+
+fn remove_pending<B>(entry: &mut OriginState<B>, id: u64) {
+    if let Some(position) = entry.pending.iter().position(|pending| pending.id == id) {
+        entry.pending.swap_remove(position);
+    }
 }
 
 /// Removes idle connection `id` of `origin` from its idle list (not from the deadline

@@ -1,0 +1,117 @@
+//! Connections whose response body is still being read, waiting to be checked in.
+//!
+//! hyper can take the next request on an HTTP/1.1 connection once the response body
+//! has been read to its end. A task per response waits for that moment and checks the
+//! connection in. But a caller who reads a body to its end and sends the next request
+//! at once usually gets there before that task has run, finds no idle connection and
+//! opens a second one; sequential requests would then alternate between two
+//! connections. So the connection stays reachable from the pool while its task waits:
+//! a checkout that finds no idle connection takes one that hyper already reports ready
+//! (after the same checks as a check-in), and the task, finding its cell empty, ends.
+//!
+//! Lock order: the pool's lock, then a cell's. Nothing holds a cell while it takes the
+//! pool's lock.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
+
+use super::{Conn, Pool};
+
+/// A connection shared between its check-in task and the pool.
+pub(super) struct Pending<B> {
+    pub(super) id: u64,
+    cell: Mutex<Option<Conn<B>>>,
+}
+
+impl<B> Pending<B> {
+    fn lock(&self) -> MutexGuard<'_, Option<Conn<B>>> {
+        self.cell.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection, unless a checkout took it.
+    pub(super) fn take(&self) -> Option<Conn<B>> {
+        self.lock().take()
+    }
+
+    /// The connection, if hyper reports it ready for the next request.
+    pub(super) fn take_if_ready(&self) -> Option<Conn<B>> {
+        let mut cell = self.lock();
+        if cell.as_ref()?.tx.is_ready() {
+            cell.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Owns the check-in task's share of a [`Pending`]. If the task is dropped before the
+/// connection is ready (its runtime shut down), the connection is taken out of the
+/// pool's reach and closed, so that its slot is given back.
+struct Task<B> {
+    pool: Weak<Pool<B>>,
+    pending: Arc<Pending<B>>,
+}
+
+impl<B: Send + 'static> Task<B> {
+    async fn run(self) {
+        let ready = poll_fn(|cx| match self.pending.lock().as_mut() {
+            Some(conn) => conn.tx.poll_ready(cx).map(|ready| Some(ready.is_ok())),
+            // A checkout took the connection.
+            None => Poll::Ready(None),
+        })
+        .await;
+        if let Some(reusable) = ready {
+            if let Some(pool) = self.pool.upgrade() {
+                // The connection stays in its cell until the pool, under its lock,
+                // moves it to the idle list: a checkout always finds it in one or the
+                // other.
+                pool.checkin_pending(&self.pending, reusable);
+            }
+        }
+    }
+}
+
+impl<B> Drop for Task<B> {
+    fn drop(&mut self) {
+        let conn = self.pending.lock().take();
+        if let Some(conn) = conn {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.forget_pending(conn.origin(), self.pending.id);
+            }
+            // After the pool's lock is released: dropping the connection gives its
+            // slot back, which takes the lock.
+            drop(conn);
+        }
+    }
+}
+
+impl<B: Send + 'static> Pool<B> {
+    /// Checks `conn` in once hyper can take the next request on it; until then a
+    /// checkout may take it (see the module docs).
+    pub(crate) fn check_in_when_ready(self: &Arc<Self>, conn: Conn<B>) {
+        if conn.tx.is_ready() {
+            // No body, or hyper has already taken all of it in: nothing to wait for.
+            self.checkin(conn, true);
+            return;
+        }
+        let pending = {
+            let mut state = self.lock();
+            let entry = state
+                .origins
+                .get_mut(conn.origin())
+                .expect("an origin entry lives as long as one of its slots");
+            let pending = Arc::new(Pending {
+                id: conn.id,
+                cell: Mutex::new(Some(conn)),
+            });
+            entry.pending.push(Arc::clone(&pending));
+            pending
+        };
+        let task = Task {
+            pool: Arc::downgrade(self),
+            pending,
+        };
+        tokio::spawn(task.run());
+    }
+}
