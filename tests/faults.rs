@@ -593,6 +593,18 @@ fn body_fails_case(kind: Kind, reused: bool, after_first_bytes: bool) {
         contract::assert_body_error(&err, &case);
         contract::assert_attempts(&err, 1, &case);
         assert!(!err.is_stale_connection(), "{case}: {err:?}");
+        assert!(
+            err.to_string().contains("request body failed"),
+            "{case}: says what failed: {err}"
+        );
+        // The source chain leads to the body's own error (through hyper's).
+        let mut cause = std::error::Error::source(&err);
+        let mut found = false;
+        while let Some(c) = cause {
+            found |= c.to_string() == "the test body failed on purpose";
+            cause = c.source();
+        }
+        assert!(found, "{case}: the body's error is in the chain: {err:?}");
         // Give a (wrong) resend every chance to reach the server before counting.
         eventually("the failed connection to be released", || {
             client.stats().active == 0
@@ -616,6 +628,10 @@ fn body_fails_case(kind: Kind, reused: bool, after_first_bytes: bool) {
             "{case}"
         );
         assert_eq!(stats.refusals.body_failed, 1, "{case}: {stats:?}");
+        assert!(
+            stats.learned_idle_timeouts.is_empty(),
+            "{case}: a body failure taught the pool an idle timeout: {stats:?}"
+        );
         // The client still works.
         let answer = call(&client, simple(&server, Kind::Get, "after-bad-body"))
             .await

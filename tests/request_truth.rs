@@ -1,12 +1,10 @@
-//! The request path tells the truth and never sends a damaged request: a failing
-//! request body is never resent, errors report the furthest any attempt got and name
-//! the request, hyper's unsent hand-back goes on a fresh connection, and dropped
-//! requests are counted. (`CONNECT`, upgrades and the rest of the fault table are in
-//! `tests/faults.rs`.)
+//! The request path tells the truth: errors report the furthest any attempt got and
+//! name the request, hyper's unsent hand-back goes on a fresh connection, and dropped
+//! requests are counted. (Failing request bodies, `CONNECT`, upgrades and the rest of
+//! the fault table are in `tests/faults.rs`.)
 
 mod support;
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -16,201 +14,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri};
-use http_body::Frame;
+use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tower::Layer;
 
 use closefirst::lab::DuplexIo;
-use closefirst::retry::Policy;
 use closefirst::{Client, ConnectionInfo, Progress};
 use support::{ServerConfig, TestServer};
-
-/// A request body that yields its chunks, then an I/O error, then (if polled again)
-/// ends: what `tokio_util::io::ReaderStream` does when a file read fails, and what a
-/// proxy sees when its own client aborts an upload.
-struct FailingBody {
-    chunks: VecDeque<Bytes>,
-    failed: bool,
-}
-
-impl FailingBody {
-    fn after(chunks: &[&'static str]) -> Self {
-        FailingBody {
-            chunks: chunks
-                .iter()
-                .map(|c| Bytes::from_static(c.as_bytes()))
-                .collect(),
-            failed: false,
-        }
-    }
-}
-
-impl http_body::Body for FailingBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if let Some(chunk) = self.chunks.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if !self.failed {
-            self.failed = true;
-            return Poll::Ready(Some(Err(io::Error::other("upload aborted"))));
-        }
-        Poll::Ready(None)
-    }
-}
-
-fn failing(
-    server: &TestServer,
-    method: Method,
-    id: &str,
-    chunks: &[&'static str],
-) -> Request<FailingBody> {
-    Request::builder()
-        .method(method)
-        .uri(server.url("/"))
-        .header("x-request-id", id)
-        .body(FailingBody::after(chunks))
-        .unwrap()
-}
-
-async fn warm<B>(client: &Client<B>, server: &TestServer, body: impl FnOnce() -> B)
-where
-    B: closefirst::Body,
-{
-    let req = Request::builder()
-        .uri(server.url("/"))
-        .header("x-request-id", "warm-up")
-        .body(body())
-        .unwrap();
-    let resp = client.request(req).await.expect("warm-up succeeds");
-    resp.into_body().collect().await.expect("warm-up body");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while client.stats().idle != 1 {
-        assert!(std::time::Instant::now() < deadline, "never went idle");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// The issue's first repro: a PUT on a reused connection whose body yields `ab` and
-/// then fails. Before the fix the retry layer took the failure for a stale connection,
-/// replayed `ab` as a complete body, and the caller saw `200 OK`.
-#[tokio::test]
-async fn a_put_whose_body_fails_midway_is_not_resent_and_reports_a_body_error() {
-    let server = TestServer::start(ServerConfig::default());
-    let client: Client<FailingOrFull> = Client::builder().build().unwrap();
-    warm(&client, &server, || {
-        FailingOrFull::Full(Full::new(Bytes::from_static(b"hi")))
-    })
-    .await;
-    let req = failing(&server, Method::PUT, "put", &["ab"]).map(FailingOrFull::Failing);
-    let err = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .expect("bounded")
-        .expect_err("a request whose body failed cannot succeed");
-    assert!(err.is_body(), "{err:?}");
-    assert!(
-        !err.is_stale_connection(),
-        "the connection was fine: {err:?}"
-    );
-    assert_eq!(err.attempts(), 1, "{err:?}");
-    // The chain leads to the body's own error (through hyper's, which names it).
-    let mut cause = std::error::Error::source(&err);
-    let mut found = false;
-    while let Some(c) = cause {
-        found |= c.to_string() == "upload aborted";
-        cause = c.source();
-    }
-    assert!(found, "the body's error is in the source chain: {err:?}");
-    let text = err.to_string();
-    assert!(
-        text.starts_with(&format!("PUT http://{}: ", server.addr())),
-        "{text}"
-    );
-    assert!(text.contains("request body failed"), "{text}");
-    // Give the server time to see the truncated request; it must never run it.
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(server.calls_for("put"), 0, "a damaged body was executed");
-    let stats = client.stats();
-    assert_eq!(
-        stats.resends.written_no_response + stats.resends.not_written,
-        0
-    );
-    assert_eq!(stats.refusals.body_failed, 1);
-    assert!(
-        stats.learned_idle_timeouts.is_empty(),
-        "a body failure taught the pool an idle timeout: {:?}",
-        stats.learned_idle_timeouts
-    );
-}
-
-/// The issue's second repro: a POST whose body fails on its first poll was taken for
-/// "never written", resent, and run by the server with an empty body.
-#[tokio::test]
-async fn a_post_whose_body_fails_at_once_is_not_resent() {
-    let server = TestServer::start(ServerConfig::default());
-    let client: Client<FailingBody> = Client::builder()
-        .retry(Policy::all_methods())
-        .build()
-        .unwrap();
-    let err = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(failing(&server, Method::POST, "post", &[])),
-    )
-    .await
-    .expect("bounded")
-    .expect_err("a request whose body failed cannot succeed");
-    assert!(err.is_body(), "{err:?}");
-    assert_eq!(err.attempts(), 1);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(server.calls_for("post"), 0, "run with an empty body");
-    assert_eq!(server.handler_calls(), 0);
-    assert_eq!(client.stats().refusals.body_failed, 1);
-}
-
-/// Either a body that fails or a whole one, so one client can warm a connection with a
-/// good request and then send a failing one on it.
-enum FailingOrFull {
-    Failing(FailingBody),
-    Full(Full<Bytes>),
-}
-
-impl http_body::Body for FailingOrFull {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            FailingOrFull::Failing(body) => Pin::new(body).poll_frame(cx),
-            FailingOrFull::Full(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FailingOrFull::Failing(_) => false,
-            FailingOrFull::Full(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            FailingOrFull::Failing(_) => http_body::SizeHint::default(),
-            FailingOrFull::Full(body) => body.size_hint(),
-        }
-    }
-}
 
 /// A GET is written and run by the server, the connection dies, and the resend cannot
 /// connect. Before the fix the caller got `NotWritten` ("safe to send again, whatever
