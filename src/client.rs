@@ -13,28 +13,14 @@ use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::builder::{Builder, PoolConfig};
+use crate::body::Body;
+use crate::config::PoolConfig;
 use crate::connect::Connection;
 use crate::error::{BoxError, Error, Progress};
 use crate::info::{ConnectionInfo, PoolStats};
 use crate::origin::Origin;
 use crate::pool::{Checkout, Conn, ConnectFn, Connected, Evict, Pool};
 use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retry, RetryCounters};
-
-/// Request bodies the client can send: any [`http_body::Body`] that can move between
-/// threads, such as `http_body_util::Full<Bytes>` or `Empty<Bytes>`.
-pub trait Body:
-    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
-
-impl<T> Body for T
-where
-    T: http_body::Body + Send + 'static,
-    T::Data: Send,
-    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-}
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
 ///
@@ -52,13 +38,6 @@ pub struct Client<B> {
     pool: Arc<Pool<ReplayBody<B>>>,
     retry: Retry<PoolService<ReplayBody<B>>>,
     counters: Arc<RetryCounters>,
-}
-
-impl Client<()> {
-    /// A [`Builder`] with every default.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
 }
 
 impl<B: Body> Client<B> {

@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 
 use http::Uri;
 
-use crate::builder::{Builder, PoolConfig};
-use crate::client::{Body, Client};
+use crate::body::Body;
+use crate::client::Client;
+use crate::config::PoolConfig;
 use crate::connect::Connection;
-use crate::error::{BoxError, Error};
+use crate::error::BoxError;
 use crate::retry::Policy;
 
 /// Turns a connector (a `tower::Service<http::Uri>` whose response is a hyper IO
@@ -33,13 +34,6 @@ pub struct PoolLayer<B> {
 }
 
 impl<B> PoolLayer<B> {
-    /// A layer with the builder's pool settings (its `tcp_*` options are for the
-    /// built-in connector and do not apply). Refuses invalid settings as
-    /// [`Builder::build`] does.
-    pub fn new(builder: Builder) -> Result<Self, Error> {
-        builder.layer()
-    }
-
     pub(crate) fn from_parts(config: PoolConfig, retry: Policy) -> Self {
         PoolLayer {
             config,

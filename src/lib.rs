@@ -63,8 +63,10 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod body;
 mod builder;
 mod client;
+mod config;
 pub mod connect;
 mod error;
 mod info;
@@ -77,11 +79,13 @@ mod origin;
 mod pool;
 pub mod retry;
 
-pub use builder::{
-    Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+pub use body::Body;
+pub use builder::Builder;
+pub use client::{Client, ResponseFuture};
+pub use config::{
+    DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEP_ALIVE_MARGIN, DEFAULT_MAX_IDLE_PER_ORIGIN,
 };
-pub use client::{Body, Client, ResponseFuture};
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
 pub use info::{ConnectionInfo, Evictions, PoolStats, Refusals, Resends};

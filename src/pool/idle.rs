@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Conn, Pool};
-use crate::builder::PoolConfig;
+use crate::config::PoolConfig;
 
 /// Why the pool closed a connection. The discriminants index the eviction counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

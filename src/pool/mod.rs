@@ -41,7 +41,7 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::builder::PoolConfig;
+use crate::config::PoolConfig;
 use crate::connect::SocketHandle;
 use crate::error::{Error, Kind};
 use crate::info::{Evictions, PoolStats};

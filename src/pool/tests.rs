@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio_test::task;
 
 use super::{ConnectFn, Connected, Pool};
-use crate::builder::PoolConfig;
+use crate::config::PoolConfig;
 use crate::error::Error;
 use crate::origin::Origin;
 

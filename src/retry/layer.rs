@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::{
     Attempted, FreshConnection, Policy, ReplayBody, Retrier, RetryCounters, IDEMPOTENCY_KEY,
 };
-use crate::client::Body;
+use crate::body::Body;
 use crate::error::{Error, Progress};
 use crate::info::{Refusals, Resends};
 use crate::origin;

@@ -42,6 +42,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::config::DEFAULT_ATTEMPTS;
 use crate::error::{Error, Progress};
 use crate::info::{Refusals, Resends};
 
@@ -100,7 +101,7 @@ impl Policy {
     pub fn idempotent() -> Self {
         Policy {
             methods: Methods::Idempotent,
-            attempts: 2,
+            attempts: DEFAULT_ATTEMPTS,
             backoff: Duration::ZERO,
             max_replay_body_bytes: DEFAULT_MAX_REPLAY_BODY_BYTES,
             budget: Some(DEFAULT_BUDGET),

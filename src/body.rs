@@ -1,0 +1,16 @@
+//! [`Body`]: what the client accepts as a request body. A leaf.
+
+/// Request bodies the client can send: any [`http_body::Body`] that can move between
+/// threads, such as `http_body_util::Full<Bytes>` or `Empty<Bytes>`.
+pub trait Body:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<T> Body for T
+where
+    T: http_body::Body + Send + 'static,
+    T::Data: Send,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+}
