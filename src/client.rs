@@ -28,7 +28,7 @@ use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retr
 /// client as a `tower::Service<http::Request<B>>` to compose it with other layers.
 /// Requests need an absolute URI (`http://host:port/path`); the client adds the `Host`
 /// header when it is missing. Failed requests are resent as the [retry
-/// policy](crate::retry) allows ([`Builder::retry`]; by default only what cannot be
+/// policy](crate::retry) allows ([`Builder::retry`](crate::Builder::retry); by default only what cannot be
 /// executed twice).
 ///
 /// The pool's background tasks (one per connection, one reaper) run on the tokio
