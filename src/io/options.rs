@@ -1,0 +1,161 @@
+//! TCP socket options as this platform has them: [`SocketOptions`], read back from
+//! the kernel when a [`TcpIo`](super::TcpIo) is wrapped, and the platform-gated half
+//! of setting them, which the built-in connector ([`connect`](crate::connect)) calls.
+//!
+//! Reading and setting an option must agree on where it exists, so each platform list
+//! is written once, here, and both directions are compiled from it.
+
+use std::time::Duration;
+
+use socket2::SockRef;
+
+/// Socket options as the kernel reports them (`getsockopt`), not as configured.
+///
+/// A field is `None` where the platform has no such option or the kernel refused to
+/// report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketOptions {
+    /// `TCP_NODELAY`.
+    pub nodelay: Option<bool>,
+    /// `SO_KEEPALIVE`.
+    pub keepalive: Option<bool>,
+    /// `TCP_KEEPIDLE` (`TCP_KEEPALIVE` on macOS).
+    pub keepalive_idle: Option<Duration>,
+    /// `TCP_KEEPINTVL`.
+    pub keepalive_interval: Option<Duration>,
+    /// `TCP_KEEPCNT`.
+    pub keepalive_retries: Option<u32>,
+    /// `TCP_USER_TIMEOUT` (Linux). `Some(Duration::ZERO)` means the kernel default.
+    pub user_timeout: Option<Duration>,
+}
+
+impl SocketOptions {
+    pub(crate) fn read_from(sock: &SockRef<'_>) -> SocketOptions {
+        let mut options = SocketOptions {
+            nodelay: sock.tcp_nodelay().ok(),
+            keepalive: sock.keepalive().ok(),
+            ..SocketOptions::default()
+        };
+        read_keepalive_params(sock, &mut options);
+        options.user_timeout = read_user_timeout(sock);
+        options
+    }
+}
+
+/// `#[cfg]` with an `else`: the items of the first block where the predicate holds,
+/// those of the second everywhere else. The predicate (a platform list) is written
+/// once, so the two sides cannot drift apart.
+macro_rules! cfg_else {
+    (#[cfg($predicate:meta)] { $($yes:item)* } else { $($no:item)* }) => {
+        $( #[cfg($predicate)] $yes )*
+        $( #[cfg(not($predicate))] $no )*
+    };
+}
+
+cfg_else! {
+    // Where socket2 both sets and reads `TCP_KEEPINTVL` and `TCP_KEEPCNT`.
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+    ))]
+    {
+        /// Adds the probe interval and count to `keepalive` (its idle time is set on
+        /// every platform by the caller).
+        pub(crate) fn keepalive_params(
+            keepalive: socket2::TcpKeepalive,
+            interval: Duration,
+            retries: u32,
+        ) -> socket2::TcpKeepalive {
+            keepalive.with_interval(interval).with_retries(retries)
+        }
+
+        fn read_keepalive_params(sock: &SockRef<'_>, options: &mut SocketOptions) {
+            options.keepalive_idle = sock.tcp_keepalive_time().ok();
+            options.keepalive_interval = sock.tcp_keepalive_interval().ok();
+            options.keepalive_retries = sock.tcp_keepalive_retries().ok();
+        }
+    } else {
+        /// Adds what this platform can set of the probe interval and count: the
+        /// interval on Windows, nothing elsewhere.
+        pub(crate) fn keepalive_params(
+            keepalive: socket2::TcpKeepalive,
+            interval: Duration,
+            retries: u32,
+        ) -> socket2::TcpKeepalive {
+            let _ = (interval, retries);
+            #[cfg(windows)]
+            let keepalive = keepalive.with_interval(interval);
+            keepalive
+        }
+
+        fn read_keepalive_params(_: &SockRef<'_>, _: &mut SocketOptions) {}
+    }
+}
+
+cfg_else! {
+    // Where the kernel has `TCP_USER_TIMEOUT`.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    {
+        /// Sets `TCP_USER_TIMEOUT`.
+        pub(crate) fn set_user_timeout(
+            sock: &SockRef<'_>,
+            timeout: Duration,
+        ) -> std::io::Result<()> {
+            sock.set_tcp_user_timeout(Some(timeout))
+        }
+
+        fn read_user_timeout(sock: &SockRef<'_>) -> Option<Duration> {
+            sock.tcp_user_timeout()
+                .ok()
+                .map(|t| t.unwrap_or(Duration::ZERO))
+        }
+    } else {
+        /// A no-op: the platform has no `TCP_USER_TIMEOUT`, and leaving it unset is
+        /// documented as ignored, not a failure worth a warning.
+        pub(crate) fn set_user_timeout(_: &SockRef<'_>, _: Duration) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn read_user_timeout(_: &SockRef<'_>) -> Option<Duration> {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the setters apply is what the read-back reports, on every platform: both
+    /// come from the same platform lists.
+    #[test]
+    fn options_set_here_are_the_options_read_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let sock = SockRef::from(&stream);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(41));
+        let keepalive = keepalive_params(keepalive, Duration::from_secs(7), 5);
+        sock.set_tcp_keepalive(&keepalive).unwrap();
+        set_user_timeout(&sock, Duration::from_millis(4_500)).unwrap();
+
+        let options = SocketOptions::read_from(&sock);
+        assert_eq!(options.keepalive, Some(true));
+        if cfg!(any(target_os = "linux", target_os = "macos")) {
+            assert_eq!(options.keepalive_idle, Some(Duration::from_secs(41)));
+            assert_eq!(options.keepalive_interval, Some(Duration::from_secs(7)));
+            assert_eq!(options.keepalive_retries, Some(5));
+        }
+        if cfg!(target_os = "linux") {
+            assert_eq!(options.user_timeout, Some(Duration::from_millis(4_500)));
+        } else if cfg!(target_os = "macos") {
+            assert_eq!(options.user_timeout, None);
+        }
+    }
+}
