@@ -10,6 +10,9 @@
 //!   bytes in both directions, and [`SocketHandle`], a second owner of the socket.
 //! - [`peek`]: [`Liveness`], what one non-blocking `recv(MSG_PEEK)` at an idle
 //!   connection found (checkout discards anything but [`Liveness::Alive`]).
+//! - [`progress`](mod@progress): [`Mark`] and [`progress`](fn@progress), the one
+//!   place that turns byte counts into how far a failed request got
+//!   ([`Progress`](crate::Progress)), which decides whether it may be resent.
 //! - [`options`]: [`SocketOptions`], the options as the kernel reports them, and the
 //!   platform-gated part of setting them, so that each platform list is written once.
 //!
@@ -17,9 +20,12 @@
 
 mod options;
 mod peek;
+mod progress;
 mod tcp;
 
 pub use options::SocketOptions;
 pub(crate) use options::{keepalive_params, set_user_timeout};
 pub(crate) use peek::Liveness;
+#[allow(unused_imports)] // client.rs and keepalive/probe.rs switch to these at merge
+pub(crate) use progress::{progress, Mark};
 pub use tcp::{SocketHandle, TcpIo};
