@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::connect::SocketOptions;
-
 /// Facts about the connection a response came on, attached to every response as an
 /// [`http::Extensions`] entry.
 ///
@@ -145,4 +143,25 @@ impl Evictions {
             + self.cancelled
             + self.connection_limit
     }
+}
+
+/// Socket options as the kernel reports them (`getsockopt`), not as configured.
+///
+/// A field is `None` where the platform has no such option or the kernel refused to
+/// report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketOptions {
+    /// `TCP_NODELAY`.
+    pub nodelay: Option<bool>,
+    /// `SO_KEEPALIVE`.
+    pub keepalive: Option<bool>,
+    /// `TCP_KEEPIDLE` (`TCP_KEEPALIVE` on macOS).
+    pub keepalive_idle: Option<Duration>,
+    /// `TCP_KEEPINTVL`.
+    pub keepalive_interval: Option<Duration>,
+    /// `TCP_KEEPCNT`.
+    pub keepalive_retries: Option<u32>,
+    /// `TCP_USER_TIMEOUT` (Linux). `Some(Duration::ZERO)` means the kernel default.
+    pub user_timeout: Option<Duration>,
 }

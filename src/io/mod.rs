@@ -23,7 +23,7 @@ mod peek;
 mod progress;
 mod tcp;
 
-pub use options::SocketOptions;
+pub use crate::info::SocketOptions;
 pub(crate) use options::{keepalive_params, set_user_timeout};
 pub(crate) use peek::Liveness;
 #[allow(unused_imports)] // client.rs and keepalive/probe.rs switch to these at merge

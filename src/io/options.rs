@@ -1,4 +1,5 @@
-//! TCP socket options as this platform has them: [`SocketOptions`], read back from
+//! TCP socket options as this platform has them: [`SocketOptions`] (defined with the
+//! other facts the pool reports, in `info`), read back from
 //! the kernel when a [`TcpIo`](super::TcpIo) is wrapped, and the platform-gated half
 //! of setting them, which the built-in connector ([`connect`](crate::connect)) calls.
 //!
@@ -9,26 +10,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-/// Socket options as the kernel reports them (`getsockopt`), not as configured.
-///
-/// A field is `None` where the platform has no such option or the kernel refused to
-/// report it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SocketOptions {
-    /// `TCP_NODELAY`.
-    pub nodelay: Option<bool>,
-    /// `SO_KEEPALIVE`.
-    pub keepalive: Option<bool>,
-    /// `TCP_KEEPIDLE` (`TCP_KEEPALIVE` on macOS).
-    pub keepalive_idle: Option<Duration>,
-    /// `TCP_KEEPINTVL`.
-    pub keepalive_interval: Option<Duration>,
-    /// `TCP_KEEPCNT`.
-    pub keepalive_retries: Option<u32>,
-    /// `TCP_USER_TIMEOUT` (Linux). `Some(Duration::ZERO)` means the kernel default.
-    pub user_timeout: Option<Duration>,
-}
+use crate::info::SocketOptions;
 
 impl SocketOptions {
     pub(crate) fn read_from(sock: &SockRef<'_>) -> SocketOptions {

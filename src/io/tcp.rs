@@ -21,7 +21,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::options::SocketOptions;
+use crate::info::SocketOptions;
 
 struct Shared {
     stream: TcpStream,
