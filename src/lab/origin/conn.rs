@@ -76,9 +76,7 @@ impl Drop for Conn {
 impl Conn {
     /// Counts the connection as accepted and open.
     pub(super) fn accepted(stream: TcpStream, stats: Arc<Stats>, settings: Arc<Settings>) -> Conn {
-        let index = stats
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let index = Stats::add(&stats.connections);
         Stats::add(&stats.open_connections);
         lock(&stats.requests_per_connection).push(0);
         // Responses go out at once, not after a delayed ACK.
@@ -132,6 +130,11 @@ impl Conn {
         Stats::add(&self.stats.closes_done);
     }
 
+    fn client_closed(self) {
+        Stats::add(&self.stats.client_closes);
+        // Dropping `self` closes the socket and counts it as no longer open.
+    }
+
     fn configured_close(&self) -> Close {
         if self.settings.close_with_rst {
             Close::Rst
@@ -155,11 +158,9 @@ impl Conn {
                     None => self.fill().await,
                 };
                 match read {
-                    Ok(0) => return Stats::add(&self.stats.client_closes),
+                    Ok(0) => return self.client_closed(),
                     Ok(_) => {}
-                    Err(error) if is_peer_close(&error) => {
-                        return Stats::add(&self.stats.client_closes)
-                    }
+                    Err(error) if is_peer_close(&error) => return self.client_closed(),
                     Err(_) => return,
                 }
             }

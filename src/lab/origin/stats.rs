@@ -47,8 +47,9 @@ pub(super) struct Stats {
 }
 
 impl Stats {
-    pub(super) fn add(counter: &AtomicUsize) {
-        counter.fetch_add(1, Ordering::SeqCst);
+    /// Adds one; returns the count before.
+    pub(super) fn add(counter: &AtomicUsize) -> usize {
+        counter.fetch_add(1, Ordering::SeqCst)
     }
 
     pub(super) fn sub(counter: &AtomicUsize) {
