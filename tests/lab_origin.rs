@@ -1017,6 +1017,6 @@ async fn builder_knobs_work_on_the_callers_runtime() {
     assert_eq!(end.bytes, STRAY_408, "{end:?}");
     assert_eq!(origin.executions("f"), 2);
     assert_eq!(origin.idle_closes(), 1);
-    assert_eq!(origin.closes_done(), 2);
+    assert!(wait_until_async(&origin, |s| s.closes_done() == 2, PATIENCE).await);
     assert_eq!(origin.duplicates(), 1);
 }
