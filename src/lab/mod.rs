@@ -69,12 +69,25 @@
 //! # }
 //! ```
 //!
-//! Both types run on the caller's tokio runtime and stop when dropped.
+//! Both types run on the caller's tokio runtime and stop when dropped;
+//! [`Origin::builder`] can also run the origin on a thread of its own, so that a test
+//! that blocks its runtime or pauses its clock still has a server that answers.
+//!
+//! # The test server
+//!
+//! [`Origin`] is also the server of this crate's own integration tests: through
+//! [`OriginBuilder`] it misbehaves on purpose for chosen request ids ([`Fault`]: reset
+//! without answer, partial heads and bodies, stray bytes, garbage, …) and records what
+//! it received ([`RecordedBody`]), so a test can assert how many times the server's
+//! handler ran, not only what the client saw. [`Rng`] makes random timings
+//! reproducible.
 
 mod duplex;
 mod origin;
 mod relay;
+mod rng;
 
 pub use duplex::DuplexIo;
-pub use origin::{Origin, OriginConfig};
+pub use origin::{Fault, Origin, OriginBuilder, OriginConfig, RecordedBody};
 pub use relay::Relay;
+pub use rng::Rng;

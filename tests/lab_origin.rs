@@ -1,11 +1,14 @@
-//! Tests of the test server in `tests/support`, driven by raw TCP clients.
+//! Tests of the lab's origin server (`closefirst::lab::Origin`), the one test server of
+//! this crate, driven by raw TCP clients; and of the adapter over it in
+//! `tests/support` that the other integration tests use.
 
 mod support;
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{CloseMode, Fault, ServerConfig, TestServer};
+use closefirst::lab::{Fault, Origin, OriginBuilder, OriginConfig, RecordedBody, Rng};
+use support::{ServerConfig, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,7 +49,7 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(server: &TestServer) -> Client {
+    async fn connect(server: &Origin) -> Client {
         let stream = TcpStream::connect(server.addr()).await.expect("connect");
         Client {
             stream,
@@ -141,17 +144,85 @@ impl Client {
     }
 }
 
+/// The origin as the tests run it: numbered answers (`ok N`, `x-connection`,
+/// `x-handler-calls-for-id`), on a thread of its own.
+fn numbered(config: OriginConfig) -> OriginBuilder {
+    Origin::builder(config).numbered_responses(true)
+}
+
+fn start(builder: OriginBuilder) -> Origin {
+    builder
+        .start_on_thread()
+        .expect("the origin listens on 127.0.0.1")
+}
+
+/// The defaults, except that idle connections are never closed.
+const NEVER_IDLE: OriginConfig = OriginConfig {
+    idle_timeout: Duration::MAX,
+    send_keep_alive_hint: false,
+    close_with_rst: false,
+    close_after_requests: None,
+    response_delay: Duration::ZERO,
+};
+
+/// Polls `what` every 5 ms (blocking the calling thread) until it holds or `timeout`
+/// elapses; returns whether it held.
+fn wait_until(origin: &Origin, what: impl Fn(&Origin) -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !what(origin) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Like [`wait_until`] but sleeps with `tokio::time::sleep`; the deadline is real time.
+async fn wait_until_async(
+    origin: &Origin,
+    what: impl Fn(&Origin) -> bool,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !what(origin) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+fn body(bytes: &[u8], complete: bool) -> (Vec<u8>, bool) {
+    (bytes.to_vec(), complete)
+}
+
+fn bodies(origin: &Origin, id: &str) -> Vec<(Vec<u8>, bool)> {
+    origin
+        .bodies(id)
+        .into_iter()
+        .map(
+            |RecordedBody {
+                 bytes, complete, ..
+             }| (bytes, complete),
+        )
+        .collect()
+}
+
 fn assert_send_sync<T: Send + Sync>() {}
 
 #[test]
 fn handle_is_send_and_sync() {
+    assert_send_sync::<Origin>();
+    assert_send_sync::<OriginBuilder>();
     assert_send_sync::<TestServer>();
     assert_send_sync::<ServerConfig>();
 }
 
 #[tokio::test]
 async fn keep_alive_reuse_and_counters() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     assert!(server.url("/a/b").starts_with("http://127.0.0.1:"));
     assert!(server
         .url("/a/b")
@@ -176,28 +247,24 @@ async fn keep_alive_reuse_and_counters() {
     assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
 
     // Counters are visible as soon as the response has been received.
-    assert_eq!(server.connections_accepted(), 2);
+    assert_eq!(server.connections(), 2);
     assert_eq!(server.open_connections(), 2);
     assert_eq!(server.handler_calls(), 5);
-    assert_eq!(server.calls_for("req-1"), 2);
-    assert_eq!(server.calls_for("other"), 0);
+    assert_eq!(server.executions("req-1"), 2);
+    assert_eq!(server.executions("other"), 0);
     assert_eq!(server.requests_per_connection(), vec![3, 2]);
 
     drop(c0);
     drop(c1);
-    assert!(
-        server
-            .wait_until_async(|s| s.open_connections() == 0, PATIENCE)
-            .await
-    );
-    assert_eq!(server.client_closed_first(), 2);
-    assert_eq!(server.server_closed_idle(), 0);
-    assert_eq!(server.connections_accepted(), 2);
+    assert!(wait_until_async(&server, |s| s.open_connections() == 0, PATIENCE).await);
+    assert_eq!(server.client_closes(), 2);
+    assert_eq!(server.idle_closes(), 0);
+    assert_eq!(server.connections(), 2);
 }
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let mut c = Client::connect(&server).await;
     c.send(
         b"GET /1 HTTP/1.1\r\nx-request-id: p1\r\n\r\n\
@@ -210,15 +277,15 @@ async fn pipelined_requests_are_answered_in_order() {
         assert_eq!(r.body, format!("ok {n}"));
         assert_eq!(r.header("x-handler-calls-for-id"), Some("1"));
     }
-    assert_eq!(server.calls_for("p1"), 1);
-    assert_eq!(server.calls_for("p2"), 1);
-    assert_eq!(server.calls_for("p3"), 1);
+    assert_eq!(server.executions("p1"), 1);
+    assert_eq!(server.executions("p2"), 1);
+    assert_eq!(server.executions("p3"), 1);
     assert_eq!(server.requests_per_connection(), vec![3]);
 }
 
 #[tokio::test]
 async fn chunked_and_sized_bodies_are_consumed() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let mut c = Client::connect(&server).await;
     // Chunked body with an extension and a trailer, sent in pieces.
     c.send(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nx-request-id: ch\r\n\r\n")
@@ -248,17 +315,17 @@ async fn chunked_and_sized_bodies_are_consumed() {
     let r = c.get(Some("after")).await;
     assert_eq!(r.body, "ok 3");
 
-    assert_eq!(server.calls_for("ch"), 1);
+    assert_eq!(server.executions("ch"), 1);
     assert_eq!(server.handler_calls(), 3);
     assert_eq!(server.requests_per_connection(), vec![3]);
 }
 
 #[tokio::test]
 async fn idle_close_fin_is_seen_as_eof_after_the_idle_time() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: IDLE,
+        ..NEVER_IDLE
+    }));
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let idle_since = Instant::now();
@@ -271,18 +338,18 @@ async fn idle_close_fin_is_seen_as_eof_after_the_idle_time() {
         "closed after {waited:?}"
     );
     // Counters are updated before the socket is closed.
-    assert_eq!(server.server_closed_idle(), 1);
-    assert_eq!(server.client_closed_first(), 0);
+    assert_eq!(server.idle_closes(), 1);
+    assert_eq!(server.client_closes(), 0);
     assert_eq!(server.open_connections(), 0);
     assert_eq!(server.requests_per_connection(), vec![1]);
 }
 
 #[tokio::test]
 async fn idle_close_applies_from_accept() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: IDLE,
+        ..NEVER_IDLE
+    }));
     let connected = Instant::now();
     let mut c = Client::connect(&server).await;
     let end = c.ending().await;
@@ -292,17 +359,17 @@ async fn idle_close_applies_from_accept() {
         waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
         "closed after {waited:?}"
     );
-    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.idle_closes(), 1);
     assert_eq!(server.requests_per_connection(), vec![0]);
 }
 
 #[tokio::test]
 async fn idle_close_rst_is_seen_as_connection_reset() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        close_mode: CloseMode::Rst,
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: IDLE,
+        close_with_rst: true,
+        ..NEVER_IDLE
+    }));
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let idle_since = Instant::now();
@@ -313,46 +380,47 @@ async fn idle_close_rst_is_seen_as_connection_reset() {
         waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
         "reset after {waited:?}"
     );
-    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.idle_closes(), 1);
     assert_eq!(server.open_connections(), 0);
 }
 
 #[tokio::test]
 async fn stray_bytes_are_written_before_the_idle_close() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        stray_bytes_on_idle_close: true,
-        ..ServerConfig::default()
-    });
+    let server = start(
+        numbered(OriginConfig {
+            idle_timeout: IDLE,
+            ..NEVER_IDLE
+        })
+        .stray_408_on_idle_close(true),
+    );
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let end = c.ending().await;
     assert_eq!(end.error, None, "expected EOF: {end:?}");
     assert_eq!(end.bytes, STRAY_408);
-    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.idle_closes(), 1);
     drop(server);
 
     // With RST, the stray bytes still reach a reading client first.
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        stray_bytes_on_idle_close: true,
-        close_mode: CloseMode::Rst,
-        ..ServerConfig::default()
-    });
+    let server = start(
+        numbered(OriginConfig {
+            idle_timeout: IDLE,
+            close_with_rst: true,
+            ..NEVER_IDLE
+        })
+        .stray_408_on_idle_close(true),
+    );
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let end = c.ending().await;
     assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
     assert_eq!(end.bytes, STRAY_408);
-    assert_eq!(server.server_closed_idle(), 1);
+    assert_eq!(server.idle_closes(), 1);
 }
 
 #[tokio::test]
 async fn keep_alive_header_is_sent_verbatim() {
-    let server = TestServer::start(ServerConfig {
-        keep_alive_header: Some("timeout=5, max=100".to_owned()),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(NEVER_IDLE).keep_alive_header("timeout=5, max=100".to_owned()));
     let mut c = Client::connect(&server).await;
     for _ in 0..2 {
         let r = c.get(None).await;
@@ -362,10 +430,7 @@ async fn keep_alive_header_is_sent_verbatim() {
 
 #[tokio::test]
 async fn connection_close_config_closes_after_each_response() {
-    let server = TestServer::start(ServerConfig {
-        connection_close: true,
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(NEVER_IDLE).connection_close(true));
     for i in 0..2 {
         let mut c = Client::connect(&server).await;
         let r = c.get(None).await;
@@ -378,13 +443,13 @@ async fn connection_close_config_closes_after_each_response() {
     }
     assert_eq!(server.open_connections(), 0);
     assert_eq!(server.requests_per_connection(), vec![1, 1]);
-    assert_eq!(server.server_closed_idle(), 0);
-    assert_eq!(server.client_closed_first(), 0);
+    assert_eq!(server.idle_closes(), 0);
+    assert_eq!(server.client_closes(), 0);
 }
 
 #[tokio::test]
 async fn request_connection_close_is_honoured() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     c.send(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").await;
@@ -398,10 +463,14 @@ async fn request_connection_close_is_honoured() {
 
 #[tokio::test]
 async fn close_after_requests_with_fin_and_rst() {
-    let server = TestServer::start(ServerConfig {
-        close_after_requests: Some(2),
-        ..ServerConfig::default()
-    });
+    // Unannounced: the last answer does not say `Connection: close`.
+    let server = start(
+        numbered(OriginConfig {
+            close_after_requests: Some(2),
+            ..NEVER_IDLE
+        })
+        .announce_close(false),
+    );
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let r = c.get(None).await;
@@ -413,11 +482,14 @@ async fn close_after_requests_with_fin_and_rst() {
     assert_eq!(server.open_connections(), 0);
     drop(server);
 
-    let server = TestServer::start(ServerConfig {
-        close_after_requests: Some(1),
-        close_mode: CloseMode::Rst,
-        ..ServerConfig::default()
-    });
+    let server = start(
+        numbered(OriginConfig {
+            close_after_requests: Some(1),
+            close_with_rst: true,
+            ..NEVER_IDLE
+        })
+        .announce_close(false),
+    );
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     let end = c.ending().await;
@@ -427,10 +499,7 @@ async fn close_after_requests_with_fin_and_rst() {
 
 #[tokio::test]
 async fn rst_without_answer_only_the_first_time() {
-    let server = TestServer::start(ServerConfig {
-        rst_without_answer: vec!["boom".to_owned()],
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(NEVER_IDLE).fault("boom", Fault::RstWithoutAnswer));
     let mut c = Client::connect(&server).await;
     c.send(b"POST / HTTP/1.1\r\nx-request-id: boom\r\ncontent-length: 3\r\n\r\nabc")
         .await;
@@ -438,7 +507,7 @@ async fn rst_without_answer_only_the_first_time() {
     assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
     assert!(end.bytes.is_empty(), "{end:?}");
     assert_eq!(server.handler_calls(), 1);
-    assert_eq!(server.calls_for("boom"), 1);
+    assert_eq!(server.executions("boom"), 1);
     assert_eq!(server.open_connections(), 0);
 
     // The retry of the same id is answered, and the count includes the
@@ -456,10 +525,7 @@ async fn rst_without_answer_only_the_first_time() {
 
 #[tokio::test]
 async fn partial_response_then_rst_only_the_first_time() {
-    let server = TestServer::start(ServerConfig {
-        partial_response_then_rst: vec!["half".to_owned()],
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(NEVER_IDLE).fault("half", Fault::PartialResponseThenRst));
     let mut c = Client::connect(&server).await;
     c.send(b"GET / HTTP/1.1\r\nx-request-id: half\r\n\r\n")
         .await;
@@ -470,7 +536,7 @@ async fn partial_response_then_rst_only_the_first_time() {
         end.bytes, b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc",
         "{end:?}"
     );
-    assert_eq!(server.calls_for("half"), 1);
+    assert_eq!(server.executions("half"), 1);
 
     let mut c = Client::connect(&server).await;
     let r = c.get(Some("half")).await;
@@ -480,33 +546,25 @@ async fn partial_response_then_rst_only_the_first_time() {
 
 #[tokio::test]
 async fn client_closing_first_is_counted() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(Duration::from_secs(30)),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: Duration::from_secs(30),
+        ..NEVER_IDLE
+    }));
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     drop(c);
     // A connection closed before sending anything counts too.
     drop(Client::connect(&server).await);
-    assert!(
-        server
-            .wait_until_async(|s| s.client_closed_first() == 2, PATIENCE)
-            .await
-    );
-    assert!(
-        server
-            .wait_until_async(|s| s.open_connections() == 0, PATIENCE)
-            .await
-    );
-    assert_eq!(server.server_closed_idle(), 0);
-    assert_eq!(server.connections_accepted(), 2);
+    assert!(wait_until_async(&server, |s| s.client_closes() == 2, PATIENCE).await);
+    assert!(wait_until_async(&server, |s| s.open_connections() == 0, PATIENCE).await);
+    assert_eq!(server.idle_closes(), 0);
+    assert_eq!(server.connections(), 2);
     assert_eq!(server.requests_per_connection(), vec![1, 0]);
 }
 
 #[tokio::test]
 async fn client_reset_while_idle_is_counted() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.body, "ok 1");
     socket2::SockRef::from(&c.stream)
@@ -514,23 +572,27 @@ async fn client_reset_while_idle_is_counted() {
         .unwrap();
     drop(c);
     assert!(
-        server
-            .wait_until_async(
-                |s| s.client_closed_first() == 1 && s.open_connections() == 0,
-                PATIENCE
-            )
-            .await
+        wait_until_async(
+            &server,
+            |s| s.client_closes() == 1 && s.open_connections() == 0,
+            PATIENCE
+        )
+        .await
     );
 }
 
 #[tokio::test]
 async fn malformed_request_gets_400_and_close() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     for garbage in [
         &b"this is not http\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nno-colon-here\r\n\r\n",
         b"POST / HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
         b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        // A chunk longer than its size line says.
+        b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabcd\r\n",
+        b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 5\r\n\r\nabc",
     ] {
         let mut c = Client::connect(&server).await;
         c.send(garbage).await;
@@ -546,20 +608,16 @@ async fn malformed_request_gets_400_and_close() {
 
 #[tokio::test]
 async fn response_delay_is_applied() {
-    let server = TestServer::start(ServerConfig {
-        response_delay: Some(Duration::from_millis(300)),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        response_delay: Duration::from_millis(300),
+        ..NEVER_IDLE
+    }));
     let mut c = Client::connect(&server).await;
     let sent = Instant::now();
     c.send(b"GET / HTTP/1.1\r\nx-request-id: slow\r\n\r\n")
         .await;
     // The call is counted before the delay.
-    assert!(
-        server
-            .wait_until_async(|s| s.calls_for("slow") == 1, PATIENCE)
-            .await
-    );
+    assert!(wait_until_async(&server, |s| s.executions("slow") == 1, PATIENCE).await);
     let r = c.response().await;
     let waited = sent.elapsed();
     assert_eq!(r.body, "ok 1");
@@ -572,10 +630,10 @@ async fn response_delay_is_applied() {
 /// The server keeps serving while the test's own runtime is blocked.
 #[tokio::test]
 async fn server_runs_while_the_test_runtime_is_blocked() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: IDLE,
+        ..NEVER_IDLE
+    }));
     let addr = server.addr();
     let client = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -595,62 +653,51 @@ async fn server_runs_while_the_test_runtime_is_blocked() {
     // The idle timer runs on real time even while this runtime sleeps.
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(server.wait_until(|s| s.server_closed_idle() == 1, PATIENCE));
+    assert!(wait_until(&server, |s| s.idle_closes() == 1, PATIENCE));
     c.set_read_timeout(Some(PATIENCE)).unwrap();
     assert_eq!(c.read(&mut [0u8; 16]).unwrap(), 0);
-    assert!(server.wait_until(|s| s.open_connections() == 0, PATIENCE));
+    assert!(wait_until(&server, |s| s.open_connections() == 0, PATIENCE));
 }
 
 /// With the test's clock paused, the server still uses real time, and
 /// `wait_until_async` measures its deadline in real time.
 #[tokio::test(start_paused = true)]
 async fn paused_test_clock_does_not_affect_the_server() {
-    let server = TestServer::start(ServerConfig {
-        idle_close: Some(IDLE),
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(OriginConfig {
+        idle_timeout: IDLE,
+        ..NEVER_IDLE
+    }));
     let mut c = Client::connect(&server).await;
     c.send(b"GET / HTTP/1.1\r\n\r\n").await;
     let r = c.read_response().await.unwrap();
     assert_eq!(r.body, "ok 1");
     let start = Instant::now();
-    assert!(
-        server
-            .wait_until_async(|s| s.server_closed_idle() == 1, PATIENCE)
-            .await
-    );
+    assert!(wait_until_async(&server, |s| s.idle_closes() == 1, PATIENCE).await);
     assert!(start.elapsed() >= Duration::from_millis(100));
     // A condition that never holds gives up after the real-time deadline.
     let start = Instant::now();
-    assert!(
-        !server
-            .wait_until_async(|_| false, Duration::from_millis(100))
-            .await
-    );
+    assert!(!wait_until_async(&server, |_| false, Duration::from_millis(100)).await);
     assert!(start.elapsed() >= Duration::from_millis(100));
 }
 
 #[test]
 fn wait_until_times_out_and_succeeds() {
+    // The adapter's own helper, which the other tests use.
     let server = TestServer::start(ServerConfig::default());
-    let start = Instant::now();
+    let started = Instant::now();
     assert!(!server.wait_until(|s| s.handler_calls() > 0, Duration::from_millis(50)));
-    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert!(started.elapsed() >= Duration::from_millis(50));
     assert!(server.wait_until(|s| s.handler_calls() == 0, Duration::ZERO));
 }
 
 #[tokio::test]
 async fn drop_stops_the_server_and_closes_connections() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let addr = server.addr();
     let mut busy = Client::connect(&server).await;
     assert_eq!(busy.get(None).await.body, "ok 1");
     let mut idle = Client::connect(&server).await;
-    assert!(
-        server
-            .wait_until_async(|s| s.connections_accepted() == 2, PATIENCE)
-            .await
-    );
+    assert!(wait_until_async(&server, |s| s.connections() == 2, PATIENCE).await);
 
     let dropping = Instant::now();
     drop(server); // joins the server thread
@@ -670,15 +717,12 @@ async fn drop_stops_the_server_and_closes_connections() {
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 }
 
-fn faulty(id: &str, fault: Fault) -> TestServer {
-    TestServer::start(ServerConfig {
-        faults: [(id.to_owned(), fault)].into_iter().collect(),
-        ..ServerConfig::default()
-    })
+fn faulty(id: &str, fault: Fault) -> Origin {
+    start(numbered(NEVER_IDLE).fault(id, fault))
 }
 
 /// Sends a POST with `body` for `id` and reads until the server ends the connection.
-async fn post_and_read_ending(server: &TestServer, id: &str, body: &[u8]) -> Ending {
+async fn post_and_read_ending(server: &Origin, id: &str, body: &[u8]) -> Ending {
     let mut c = Client::connect(server).await;
     let head = format!(
         "POST / HTTP/1.1\r\nx-request-id: {id}\r\ncontent-length: {}\r\n\r\n",
@@ -725,13 +769,13 @@ async fn faults_write_their_bytes_then_close_and_only_the_first_time() {
         let end = post_and_read_ending(&server, "f", b"abc").await;
         assert_eq!(end.error, error, "{fault:?}: {end:?}");
         assert_eq!(end.bytes, bytes, "{fault:?}");
-        assert_eq!(server.calls_for("f"), 1, "{fault:?}");
-        assert_eq!(server.bodies_for("f"), vec![(b"abc".to_vec(), true)]);
+        assert_eq!(server.executions("f"), 1, "{fault:?}");
+        assert_eq!(bodies(&server, "f"), vec![body(b"abc", true)]);
         // The second time the id is answered.
         let mut c = Client::connect(&server).await;
         let r = c.get(Some("f")).await;
         assert_eq!(r.status, 200, "{fault:?}");
-        assert_eq!(server.seen_for("f"), 2, "{fault:?}");
+        assert_eq!(server.heads_seen("f"), 2, "{fault:?}");
     }
 }
 
@@ -743,7 +787,7 @@ async fn huge_headers_are_a_mebibyte() {
     assert!(end.bytes.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(end.bytes.ends_with(b"\r\n\r\n"));
     assert!(
-        end.bytes.len() >= support::HUGE_HEADERS_BYTES,
+        end.bytes.len() >= Fault::HUGE_HEADERS_BYTES,
         "{}",
         end.bytes.len()
     );
@@ -764,27 +808,23 @@ async fn early_reject_answers_after_the_head_and_does_not_count_a_call() {
     c.stream.shutdown().await.expect("shutdown");
     let end = c.ending().await;
     assert_eq!(end.error, None, "EOF after the answer: {end:?}");
-    assert_eq!(server.calls_for("big"), 0);
-    assert_eq!(server.seen_for("big"), 1);
-    let bodies = server.bodies_for("big");
+    assert_eq!(server.executions("big"), 0);
+    assert_eq!(server.heads_seen("big"), 1);
+    let bodies = server.bodies("big");
     assert_eq!(bodies.len(), 1);
-    assert!(!bodies[0].1, "incomplete");
+    assert!(!bodies[0].complete, "incomplete");
 }
 
 #[tokio::test]
 async fn an_incomplete_body_is_recorded_and_not_counted() {
-    let server = TestServer::start(ServerConfig::default());
+    let server = start(numbered(NEVER_IDLE));
     let mut c = Client::connect(&server).await;
     c.send(b"PUT / HTTP/1.1\r\nx-request-id: cut\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n")
         .await;
     drop(c);
-    assert!(
-        server
-            .wait_until_async(|s| !s.bodies_for("cut").is_empty(), PATIENCE)
-            .await
-    );
-    assert_eq!(server.bodies_for("cut"), vec![(b"ab".to_vec(), false)]);
-    assert_eq!(server.calls_for("cut"), 0);
+    assert!(wait_until_async(&server, |s| !s.bodies("cut").is_empty(), PATIENCE).await);
+    assert_eq!(bodies(&server, "cut"), vec![body(b"ab", false)]);
+    assert_eq!(server.executions("cut"), 0);
     assert_eq!(server.handler_calls(), 0);
 }
 
@@ -794,11 +834,7 @@ async fn black_hole_keeps_the_connection_open_until_the_server_is_dropped() {
     let mut c = Client::connect(&server).await;
     c.send(b"GET / HTTP/1.1\r\nx-request-id: hole\r\n\r\n")
         .await;
-    assert!(
-        server
-            .wait_until_async(|s| s.calls_for("hole") == 1, PATIENCE)
-            .await
-    );
+    assert!(wait_until_async(&server, |s| s.executions("hole") == 1, PATIENCE).await);
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_millis(200), c.stream.read(&mut byte)).await;
     assert!(read.is_err(), "no answer and no close: {read:?}");
@@ -840,29 +876,27 @@ async fn switching_protocols_then_echo() {
 
 #[tokio::test]
 async fn announced_close_after_requests() {
-    let server = TestServer::start(ServerConfig {
-        close_after_requests: Some(2),
-        announce_close_after_requests: true,
-        close_mode: CloseMode::Rst,
-        ..ServerConfig::default()
-    });
+    let server = start(
+        numbered(OriginConfig {
+            close_after_requests: Some(2),
+            close_with_rst: true,
+            ..NEVER_IDLE
+        })
+        .announce_close(true),
+    );
     let mut c = Client::connect(&server).await;
     assert_eq!(c.get(None).await.header("connection"), None);
     let r = c.get(None).await;
     assert_eq!(r.header("connection"), Some("close"));
     let end = c.ending().await;
     assert_eq!(end.error, None, "an announced close is a FIN: {end:?}");
-    assert!(
-        server
-            .wait_until_async(|s| s.closes_done() == 1, PATIENCE)
-            .await
-    );
+    assert!(wait_until_async(&server, |s| s.closes_done() == 1, PATIENCE).await);
 }
 
 #[tokio::test]
 async fn random_delays_are_in_range_and_reproducible() {
-    let mut a = support::Rng::new(7);
-    let mut b = support::Rng::new(7);
+    let mut a = Rng::new(7);
+    let mut b = Rng::new(7);
     let lo = Duration::from_millis(1);
     let hi = Duration::from_millis(5);
     for _ in 0..1000 {
@@ -878,11 +912,11 @@ async fn random_delays_are_in_range_and_reproducible() {
     // The full range must not overflow.
     let _ = a.up_to(u64::MAX);
 
-    let server = TestServer::start(ServerConfig {
-        response_delay_range: Some((Duration::from_millis(50), Duration::from_millis(60))),
-        delay_seed: 1,
-        ..ServerConfig::default()
-    });
+    let server = start(numbered(NEVER_IDLE).random_delay(
+        Duration::from_millis(50),
+        Duration::from_millis(60),
+        1,
+    ));
     let mut c = Client::connect(&server).await;
     let started = Instant::now();
     assert_eq!(c.get(None).await.status, 200);
@@ -895,9 +929,94 @@ async fn rst_then_refuse_stops_listening_before_the_reset() {
     let mut other = Client::connect(&server).await;
     let end = post_and_read_ending(&server, "last", b"abc").await;
     assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
-    assert_eq!(server.calls_for("last"), 1);
+    assert_eq!(server.executions("last"), 1);
     // New connections are refused; the open one is still served.
     let refused = TcpStream::connect(server.addr()).await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(other.get(Some("still")).await.status, 200);
+}
+
+/// `tests/support` maps a `ServerConfig` onto the origin: numbered answers, the
+/// older per-id lists as faults, a verbatim `Keep-Alive`, and an unannounced close
+/// after N requests with the configured close mode.
+#[tokio::test]
+async fn the_adapter_maps_its_config_onto_the_origin() {
+    let server = TestServer::start(ServerConfig {
+        keep_alive_header: Some("timeout=7".to_owned()),
+        close_after_requests: Some(2),
+        close_mode: support::CloseMode::Rst,
+        rst_without_answer: vec!["boom".to_owned()],
+        partial_head_then_rst: vec!["part".to_owned()],
+        ..ServerConfig::default()
+    });
+    let addr = server.addr();
+    let connect = || async move {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    };
+    let mut c = connect().await;
+    c.send(b"GET / HTTP/1.1\r\nx-request-id: boom\r\n\r\n")
+        .await;
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert!(end.bytes.is_empty(), "{end:?}");
+
+    let mut c = connect().await;
+    c.send(b"GET / HTTP/1.1\r\nx-request-id: part\r\n\r\n")
+        .await;
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(end.bytes, b"HTTP/1.1 200 OK\r\ncontent-len");
+
+    let mut c = connect().await;
+    let r = c.get(Some("boom")).await;
+    assert_eq!(r.body, "ok 1");
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
+    assert_eq!(r.header("keep-alive"), Some("timeout=7"));
+    let r = c.get(None).await;
+    assert_eq!(r.body, "ok 2");
+    assert_eq!(r.header("connection"), None, "not announced");
+    let end = c.ending().await;
+    assert_eq!(end.error, Some(io::ErrorKind::ConnectionReset), "{end:?}");
+    assert_eq!(server.calls_for("boom"), 2);
+    assert_eq!(server.seen_for("part"), 1);
+    assert_eq!(server.connections_accepted(), 3);
+    assert_eq!(server.requests_per_connection(), vec![1, 1, 2]);
+    assert_eq!(
+        server.bodies_for("boom"),
+        vec![(Vec::new(), true), (Vec::new(), true)]
+    );
+}
+
+/// Everything the thread-run origin does also works on the caller's runtime.
+#[tokio::test]
+async fn builder_knobs_work_on_the_callers_runtime() {
+    let origin = numbered(OriginConfig {
+        idle_timeout: IDLE,
+        ..NEVER_IDLE
+    })
+    .fault("f", Fault::HalfBodyThenClose)
+    .stray_408_on_idle_close(true)
+    .start()
+    .await
+    .expect("the origin listens on 127.0.0.1");
+    let end = post_and_read_ending(&origin, "f", b"abc").await;
+    assert_eq!(end.error, None, "{end:?}");
+    assert_eq!(
+        end.bytes,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"
+    );
+    let mut c = Client::connect(&origin).await;
+    let r = c.get(Some("f")).await;
+    assert_eq!(r.body, "ok 1");
+    assert_eq!(r.header("x-handler-calls-for-id"), Some("2"));
+    let end = c.ending().await;
+    assert_eq!(end.bytes, STRAY_408, "{end:?}");
+    assert_eq!(origin.executions("f"), 2);
+    assert_eq!(origin.idle_closes(), 1);
+    assert!(wait_until_async(&origin, |s| s.closes_done() == 2, PATIENCE).await);
+    assert_eq!(origin.duplicates(), 1);
 }
