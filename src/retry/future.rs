@@ -50,10 +50,11 @@ pin_project! {
             #[pin]
             future: F,
         },
-        // A resend waits out the policy's backoff.
+        // A resend waits out the policy's backoff. The timer is boxed (on this path
+        // only, and only with a backoff configured) so that the future is `Unpin`
+        // whenever the inner service's future is, as it was before it had a name.
         Backoff {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
         },
         // The output was returned.
         Done,
@@ -114,7 +115,7 @@ where
                             if backoff.is_zero() {
                                 this.state.set(State::Ready);
                             } else {
-                                let sleep = tokio::time::sleep(backoff);
+                                let sleep = Box::pin(tokio::time::sleep(backoff));
                                 this.state.set(State::Backoff { sleep });
                             }
                         }
@@ -125,7 +126,7 @@ where
                     }
                 }
                 StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Done => panic!("retry::ResponseFuture polled after completion"),

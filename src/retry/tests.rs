@@ -298,8 +298,21 @@ async fn the_future_resends_after_the_backoff_and_reports_the_furthest_progress(
         Ok::<_, Error>(http::Response::new(()))
     });
     let retrier = Arc::new(Retrier::new(Policy::never(), counters));
-    let future: ResponseFuture<_, Full<Bytes>> =
-        ResponseFuture::new(never, retrier, http::Request::new(Full::default()));
+    let future: ResponseFuture<_, Full<Bytes>> = ResponseFuture::new(
+        never,
+        Arc::clone(&retrier),
+        http::Request::new(Full::default()),
+    );
     assert_send(&future);
     assert!(future.await.is_ok());
+    // Unpin whenever the inner service's future is (as the boxed future was), so it can
+    // still be polled through `&mut` (in `select!`, say).
+    fn assert_unpin<T: Unpin>(_: &T) {}
+    let ready = tower::service_fn(|_: http::Request<ReplayBody<Full<Bytes>>>| {
+        std::future::ready(Ok::<_, Error>(http::Response::new(())))
+    });
+    let mut future: ResponseFuture<_, Full<Bytes>> =
+        ResponseFuture::new(ready, retrier, http::Request::new(Full::default()));
+    assert_unpin(&future);
+    assert!((&mut future).await.is_ok());
 }
