@@ -1,26 +1,28 @@
 //! [`Client`]: the pooled HTTP/1.1 client and its `tower::Service` implementation.
+//!
+//! The top of the flow: it assembles the connector into the pool's connect function,
+//! and sends each request through the [retry](crate::retry) future, whose attempts go
+//! to the pool's dispatch (`dispatch.rs`).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::header::HOST;
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::body::Body;
 use crate::config::PoolConfig;
 use crate::connect::Connection;
-use crate::error::{BoxError, Error, Progress};
-use crate::info::{ConnectionInfo, PoolStats};
+use crate::dispatch::Dispatch;
+use crate::error::{BoxError, Error};
+use crate::info::PoolStats;
 use crate::origin::Origin;
-use crate::pool::{Checkout, Conn, ConnectFn, Connected, Evict, Pool};
-use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retry, RetryCounters};
+use crate::pool::{ConnectFn, Connected, Pool};
+use crate::retry::{self, Policy, ReplayBody, Retrier, RetryCounters};
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
 ///
@@ -35,9 +37,8 @@ use crate::retry::{self, AttemptsMade, FreshConnection, Policy, ReplayBody, Retr
 /// runtime the requests are made on; they end when the last clone of the client is
 /// dropped and its connections are closed.
 pub struct Client<B> {
-    pool: Arc<Pool<ReplayBody<B>>>,
-    retry: Retry<PoolService<ReplayBody<B>>>,
-    counters: Arc<RetryCounters>,
+    dispatch: Dispatch<ReplayBody<B>>,
+    retrier: Arc<Retrier>,
 }
 
 impl<B: Body> Client<B> {
@@ -73,16 +74,14 @@ impl<B: Body> Client<B> {
                 })
             })
         });
-        let pool = Pool::new(config, connect);
+        // The pool's own resends and the retry layer's decisions count in one place.
         let counters = Arc::new(RetryCounters::default());
-        let service = PoolService {
-            pool: Arc::clone(&pool),
-            counters: Arc::clone(&counters),
-        };
         Client {
-            pool,
-            retry: Retry::with_counters(service, policy, Arc::clone(&counters)),
-            counters,
+            dispatch: Dispatch {
+                pool: Pool::new(config, connect),
+                counters: Arc::clone(&counters),
+            },
+            retrier: Arc::new(Retrier::new(policy, counters)),
         }
     }
 
@@ -91,20 +90,29 @@ impl<B: Body> Client<B> {
     /// response body has been read to its end; drop the body unread and the connection
     /// is closed instead.
     ///
-    /// The response carries a [`ConnectionInfo`] extension.
+    /// The response carries a [`ConnectionInfo`](crate::ConnectionInfo) extension.
     pub fn request(&self, req: Request<B>) -> ResponseFuture {
+        let dispatch = self.dispatch.clone();
+        // Each attempt is one `send` on a clone of the dispatch. The retry future is
+        // generic over it, so the box below is the request's only boxed future: it
+        // keeps `B` (and the unnameable `send` future) out of the public future's type.
+        let attempt = tower::service_fn(move |req| dispatch.clone().send(req));
         ResponseFuture {
-            inner: self.retry.send(req),
+            inner: Box::pin(retry::ResponseFuture::new(
+                attempt,
+                Arc::clone(&self.retrier),
+                req,
+            )),
         }
     }
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
-        let (resends, refusals) = self.counters.snapshot();
+        let (resends, refusals) = self.dispatch.counters.snapshot();
         PoolStats {
             resends,
             refusals,
-            ..self.pool.stats()
+            ..self.dispatch.pool.stats()
         }
     }
 
@@ -113,223 +121,11 @@ impl<B: Body> Client<B> {
     #[doc(hidden)]
     pub async fn __checkout_and_return(&self, uri: &Uri) -> Result<bool, Error> {
         let origin = Origin::from_uri(uri)?;
-        let checkout = self.pool.checkout(&origin, false).await?;
+        let pool = &self.dispatch.pool;
+        let checkout = pool.checkout(&origin, false).await?;
         let reused = checkout.reused;
-        self.pool.checkin(checkout.conn, true);
+        pool.checkin(checkout.conn, true);
         Ok(reused)
-    }
-}
-
-/// The pool as a service: one request, on one pooled connection, with the pool's own
-/// resend of a request hyper hands back unsent.
-pub(crate) struct PoolService<B> {
-    pool: Arc<Pool<B>>,
-    counters: Arc<RetryCounters>,
-}
-
-impl<B> Clone for PoolService<B> {
-    fn clone(&self) -> Self {
-        PoolService {
-            pool: Arc::clone(&self.pool),
-            counters: Arc::clone(&self.counters),
-        }
-    }
-}
-
-impl<B: Body> tower::Service<Request<ReplayBody<B>>> for PoolService<ReplayBody<B>> {
-    type Response = Response<Incoming>;
-    type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<ReplayBody<B>>) -> Self::Future {
-        Box::pin(send(self.clone(), req))
-    }
-}
-
-async fn send<B: Body>(
-    service: PoolService<ReplayBody<B>>,
-    mut req: Request<ReplayBody<B>>,
-) -> Result<Response<Incoming>, Error> {
-    let pool = &service.pool;
-    if req.method() == Method::CONNECT {
-        return Err(Error::unsupported(
-            "CONNECT opens a tunnel, which a pooled connection cannot carry; \
-             use a connector of your own that opens the tunnel (see PoolLayer)",
-        ));
-    }
-    let origin = Origin::from_uri(req.uri())?;
-    if !req.headers().contains_key(HOST) {
-        req.headers_mut().insert(HOST, origin.host_header());
-    }
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *req.uri_mut() = Uri::from(path);
-    let mut fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
-    let mut attempts = req
-        .extensions_mut()
-        .remove::<AttemptsMade>()
-        .map_or(0, |a| a.0);
-    let max_attempts = pool.config().max_attempts;
-
-    loop {
-        attempts += 1;
-        let Checkout {
-            conn,
-            reused,
-            idle_for,
-        } = pool
-            .checkout(&origin, fresh)
-            .await
-            .map_err(|e| e.with_attempts(attempts))?;
-        // Asked after a failure: did the caller's own body fail? hyper consumed the
-        // request, so keep a handle that reads nothing.
-        let body = req.body().observer();
-        let mut conn = InFlight::new(pool, conn);
-        conn.begin_request(req.headers());
-        let before = conn
-            .socket
-            .as_ref()
-            .map(|s| (s.bytes_written(), s.bytes_read()));
-        let sent = conn.tx.try_send_request(req).await;
-        let mut conn = conn.landed();
-        match sent {
-            Ok(mut response) => {
-                conn.observe_response(response.headers());
-                response.extensions_mut().insert(ConnectionInfo {
-                    id: conn.id,
-                    reused,
-                    idle_for,
-                    requests: conn.requests,
-                    remote_addr: conn.socket.as_ref().and_then(|s| s.remote_addr()),
-                    attempts,
-                    socket: conn.socket.as_ref().map(|s| s.socket_options()),
-                });
-                conn.check_in_when_ready();
-                return Ok(response);
-            }
-            Err(mut error) => {
-                if let Some(unsent) = error.take_message() {
-                    // hyper never started this request: the connection was closing
-                    // under it, so the server closed it, and any other idle one may be
-                    // just as stale. Resend on a fresh connection.
-                    if reused {
-                        pool.observe_server_close(&origin, idle_for);
-                    }
-                    pool.evict(
-                        &origin,
-                        conn,
-                        Evict::ClosedByServer,
-                        idle_for,
-                        "closed before the request was written",
-                    );
-                    if attempts < max_attempts {
-                        service.counters.resent(Progress::NotWritten);
-                        tracing::debug!(
-                            origin = %origin,
-                            attempts,
-                            "request came back unsent; sending it on a new connection"
-                        );
-                        req = unsent;
-                        fresh = true;
-                        continue;
-                    }
-                    return Err(
-                        Error::request(Progress::NotWritten, reused, error.into_error())
-                            .with_attempts(attempts),
-                    );
-                }
-                let progress = match (before, &conn.socket) {
-                    (Some((written, read)), Some(socket)) => {
-                        if socket.bytes_read() > read {
-                            Progress::ResponseStarted
-                        } else if socket.bytes_written() > written {
-                            Progress::WrittenNoResponse
-                        } else {
-                            Progress::NotWritten
-                        }
-                    }
-                    // Without a socket handle nobody can tell: assume the worst.
-                    _ => Progress::ResponseStarted,
-                };
-                let error = error.into_error();
-                if body.has_failed() {
-                    // The caller's body broke, not the connection: nothing to learn
-                    // about the server, and nothing that may be sent again.
-                    return Err(Error::body(progress, reused, error).with_attempts(attempts));
-                }
-                if error.is_user() {
-                    return Err(Error::unsupported("hyper refused to send the request")
-                        .with_source(error)
-                        .with_attempts(attempts));
-                }
-                if reused && progress != Progress::ResponseStarted {
-                    // The server closed this connection after about `idle_for` idle.
-                    pool.observe_server_close(&origin, idle_for);
-                }
-                return Err(Error::request(progress, reused, error).with_attempts(attempts));
-            }
-        }
-    }
-}
-
-/// A connection carrying a request whose response has not arrived. If the request
-/// future is dropped now (a caller's timeout, a client that went away), the request
-/// is abandoned half-way and the connection cannot be reused: it is counted and logged
-/// as it closes, rather than vanishing silently.
-struct InFlight<'a, B: Send + 'static> {
-    pool: &'a Arc<Pool<B>>,
-    conn: Option<Conn<B>>,
-}
-
-impl<'a, B: Send + 'static> InFlight<'a, B> {
-    fn new(pool: &'a Arc<Pool<B>>, conn: Conn<B>) -> Self {
-        InFlight {
-            pool,
-            conn: Some(conn),
-        }
-    }
-
-    /// The request came back (a response or an error): the connection is the caller's.
-    fn landed(mut self) -> Conn<B> {
-        self.conn
-            .take()
-            .expect("the connection is only taken by landed(), which consumes the guard")
-    }
-}
-
-impl<B: Send + 'static> std::ops::Deref for InFlight<'_, B> {
-    type Target = Conn<B>;
-
-    fn deref(&self) -> &Conn<B> {
-        self.conn.as_ref().expect("present until landed()")
-    }
-}
-
-impl<B: Send + 'static> std::ops::DerefMut for InFlight<'_, B> {
-    fn deref_mut(&mut self) -> &mut Conn<B> {
-        self.conn.as_mut().expect("present until landed()")
-    }
-}
-
-impl<B: Send + 'static> Drop for InFlight<'_, B> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let origin = conn.origin().clone();
-            self.pool.evict(
-                &origin,
-                conn,
-                Evict::Cancelled,
-                Duration::ZERO,
-                "request future dropped before its response arrived",
-            );
-        }
     }
 }
 
@@ -352,9 +148,8 @@ fn connect_error(error: BoxError, uri: &Uri) -> Error {
 impl<B> Clone for Client<B> {
     fn clone(&self) -> Self {
         Client {
-            pool: Arc::clone(&self.pool),
-            retry: self.retry.clone(),
-            counters: Arc::clone(&self.counters),
+            dispatch: self.dispatch.clone(),
+            retrier: Arc::clone(&self.retrier),
         }
     }
 }
@@ -362,7 +157,7 @@ impl<B> Clone for Client<B> {
 impl<B> fmt::Debug for Client<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("config", self.pool.config())
+            .field("config", self.dispatch.pool.config())
             .finish_non_exhaustive()
     }
 }
@@ -386,14 +181,14 @@ impl<B: Body> tower::Service<Request<B>> for Client<B> {
 /// The future returned by [`Client::request`] and `Client::call`.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
-    inner: retry::ResponseFuture<Incoming>,
+    inner: Pin<Box<dyn Future<Output = Result<Response<Incoming>, Error>> + Send>>,
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Response<Incoming>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.inner).poll(cx)
+        self.inner.as_mut().poll(cx)
     }
 }
 

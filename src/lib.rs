@@ -68,6 +68,7 @@ mod builder;
 mod client;
 mod config;
 pub mod connect;
+mod dispatch;
 mod error;
 mod info;
 mod io;

@@ -1,14 +1,14 @@
 //! Resending what is safe to resend.
 //!
 //! When a request fails because its connection went away, the client looks at how far
-//! it got ([`Progress`]) and resends it if, and only if, that cannot execute it twice:
+//! it got ([`Progress`](crate::Progress)) and resends it if, and only if, that cannot execute it twice:
 //!
 //! | how far it got | resent by the default policy ([`Policy::idempotent`]) |
 //! | --- | --- |
-//! | [`NotWritten`](Progress::NotWritten): no byte reached the socket | always, any method (the pool does this itself, without copying anything: hyper hands the request back) |
-//! | [`WrittenNoResponse`](Progress::WrittenNoResponse) on a **reused** connection | once, on a fresh connection, if the method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) or the request has an `Idempotency-Key` header |
+//! | [`NotWritten`](crate::Progress::NotWritten): no byte reached the socket | always, any method (the pool does this itself, without copying anything: hyper hands the request back) |
+//! | [`WrittenNoResponse`](crate::Progress::WrittenNoResponse) on a **reused** connection | once, on a fresh connection, if the method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) or the request has an `Idempotency-Key` header |
 //! | `WrittenNoResponse` on a **fresh** connection | never: that is not the keep-alive race but a server failing |
-//! | [`ResponseStarted`](Progress::ResponseStarted) | never |
+//! | [`ResponseStarted`](crate::Progress::ResponseStarted) | never |
 //! | the caller's own body failed ([`Error::is_body`](crate::Error::is_body)) | never, whatever the policy: a replay would send it truncated |
 //!
 //! POST and PATCH without an `Idempotency-Key` are never resent unless you say so with
@@ -23,6 +23,13 @@
 //! [`Builder::retry`](crate::Builder::retry) sets the client's policy;
 //! [`RetryLayer`] is the same logic as a `tower::Layer` for a stack of your own.
 //!
+//! Where it sits: the [`Client`](crate::Client) hands each request to this module
+//! first; every attempt goes down to the pool's dispatch (checkout, send on hyper,
+//! classify a failure), and each failure comes back up here for the decision. Inside:
+//! `policy` (the settings and the pure resend decision), `replay` ([`ReplayBody`]),
+//! `layer`, `service` and `future` ([`RetryLayer`], [`Retry`], [`ResponseFuture`], in
+//! tower's shape) and `counters` (what [`PoolStats`](crate::PoolStats) reports).
+//!
 //! ```
 //! use std::time::Duration;
 //! use closefirst::retry::Policy;
@@ -32,23 +39,24 @@
 //! # let _ = policy;
 //! ```
 
-mod body;
+mod counters;
+mod future;
 mod layer;
+mod policy;
+mod replay;
+mod service;
+#[cfg(test)]
+mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use http::HeaderName;
 
-use http::{HeaderName, Method};
-use tower::retry::budget::{Budget, TpsBudget};
-
-use crate::config::DEFAULT_ATTEMPTS;
-use crate::error::{Error, Progress};
-use crate::info::{Refusals, Resends};
-
-pub use body::ReplayBody;
-pub(crate) use layer::AttemptsMade;
-pub use layer::{ResponseFuture, Retry, RetryLayer};
+pub(crate) use counters::RetryCounters;
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use policy::Policy;
+pub(crate) use policy::Retrier;
+pub use replay::ReplayBody;
+pub use service::Retry;
 
 /// The header that marks a request as safe to resend whatever its method
 /// (`Idempotency-Key`, as used by payment and cloud APIs).
@@ -62,331 +70,7 @@ pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FreshConnection;
 
-/// Which failed requests are sent again, how often, and how fast.
-///
-/// See the [module docs](self) for the rules. Build one from [`Policy::idempotent`]
-/// (the default), [`Policy::all_methods`] or [`Policy::never`], then adjust it.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    methods: Methods,
-    attempts: u32,
-    backoff: Duration,
-    max_replay_body_bytes: usize,
-    budget: Option<(f32, u32)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Methods {
-    Idempotent,
-    All,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::idempotent()
-    }
-}
-
-/// Budget defaults: resends may add 20 % to the request rate, at least 10 per second.
-const DEFAULT_BUDGET: (f32, u32) = (0.2, 10);
-/// The largest budget floor accepted (tower's budget refuses larger ones).
-const MAX_BUDGET_FLOOR: u32 = 1_000_000;
-/// How long deposits into the budget count.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-
-impl Policy {
-    /// The default: a request that met a stale reused connection before any response
-    /// byte is resent once if its method is idempotent or it has an `Idempotency-Key`;
-    /// one that was never written is resent whatever its method.
-    pub fn idempotent() -> Self {
-        Policy {
-            methods: Methods::Idempotent,
-            attempts: DEFAULT_ATTEMPTS,
-            backoff: Duration::ZERO,
-            max_replay_body_bytes: DEFAULT_MAX_REPLAY_BODY_BYTES,
-            budget: Some(DEFAULT_BUDGET),
-        }
-    }
-
-    /// Resends requests of **every** method, POST and PATCH included, when they failed
-    /// before a response byte came back.
-    ///
-    /// **Only use this when every handler behind the client is idempotent.** A request
-    /// that was written may have been executed by the server even though no response
-    /// came back: resending a payment, an order, or an increment can execute it twice.
-    /// The policy is honoured as given: it also resends failures on fresh connections.
-    pub fn all_methods() -> Self {
-        Policy {
-            methods: Methods::All,
-            ..Policy::idempotent()
-        }
-    }
-
-    /// Sends every request once: nothing is resent, not even a request that hyper
-    /// handed back unsent.
-    pub fn never() -> Self {
-        Policy {
-            attempts: 1,
-            ..Policy::idempotent()
-        }
-    }
-
-    /// How many times a request may be sent in all, the first time included. At least
-    /// 1. Defaults to 2 (one resend).
-    #[must_use]
-    pub fn attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts;
-        self
-    }
-
-    /// How long to wait before each resend. Defaults to zero: the stale-connection race
-    /// is over by the time the error arrives, and the resend goes on a new connection.
-    /// A backoff beyond about 30 years is capped there by the timer: `Duration::MAX`
-    /// means the resend effectively never happens.
-    #[must_use]
-    pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// The largest request body kept for a resend; a request whose body is larger is
-    /// not resent. Defaults to 64 KiB.
-    #[must_use]
-    pub fn max_replay_body_bytes(mut self, bytes: usize) -> Self {
-        self.max_replay_body_bytes = bytes;
-        self
-    }
-
-    /// The retry budget: resends may add at most `ratio` (0.0 to 1000.0) to the request
-    /// rate, with a floor of `min_per_second` resends per second. Defaults to 0.2 and 10.
-    #[must_use]
-    pub fn budget(mut self, ratio: f32, min_per_second: u32) -> Self {
-        self.budget = Some((ratio, min_per_second));
-        self
-    }
-
-    /// No retry budget: every resend the policy allows happens. Not recommended.
-    #[must_use]
-    pub fn no_budget(mut self) -> Self {
-        self.budget = None;
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.attempts == 0 {
-            return Err(Error::config(
-                "retry attempts must be at least 1 (got 0 attempts); use Policy::never() to send each request once",
-            ));
-        }
-        if let Some((ratio, min_per_second)) = self.budget {
-            if !(0.0..=1000.0).contains(&ratio) {
-                return Err(Error::config(format!(
-                    "retry budget ratio must be between 0.0 and 1000.0 (got {ratio})"
-                )));
-            }
-            if min_per_second > MAX_BUDGET_FLOOR {
-                return Err(Error::config(format!(
-                    "retry budget min_per_second must be at most {MAX_BUDGET_FLOOR} resends per second (got {min_per_second})"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The configured number of attempts.
-    pub fn get_attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    pub(crate) fn max_replay_bytes(&self) -> usize {
-        self.max_replay_body_bytes
-    }
-}
-
-/// Why a failed request was not resent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    NotIdempotent,
-    BodyTooLarge,
-    BudgetExhausted,
-    ResponseStarted,
-    FreshConnection,
-    AttemptsExhausted,
-    BodyFailed,
-}
-
-impl Refusal {
-    fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NotIdempotent => "method not idempotent and no Idempotency-Key",
-            Refusal::BodyTooLarge => "body larger than max_replay_body_bytes",
-            Refusal::BudgetExhausted => "retry budget exhausted",
-            Refusal::ResponseStarted => "response had started",
-            Refusal::FreshConnection => "failed on a fresh connection",
-            Refusal::AttemptsExhausted => "no attempts left",
-            Refusal::BodyFailed => "the request's own body failed",
-        }
-    }
-}
-
-/// Counters shared by the pool (its own resends of unsent requests) and the retry
-/// layer, read into [`PoolStats`](crate::PoolStats).
-#[derive(Debug, Default)]
-pub(crate) struct RetryCounters {
-    resent_not_written: AtomicU64,
-    resent_written_no_response: AtomicU64,
-    refused: [AtomicU64; 7],
-}
-
-impl RetryCounters {
-    pub(crate) fn resent(&self, progress: Progress) {
-        let counter = match progress {
-            Progress::WrittenNoResponse => &self.resent_written_no_response,
-            _ => &self.resent_not_written,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn refused(&self, refusal: Refusal) {
-        self.refused[refusal as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> (Resends, Refusals) {
-        let r = |refusal: Refusal| self.refused[refusal as usize].load(Ordering::Relaxed);
-        (
-            Resends {
-                not_written: self.resent_not_written.load(Ordering::Relaxed),
-                written_no_response: self.resent_written_no_response.load(Ordering::Relaxed),
-            },
-            Refusals {
-                not_idempotent: r(Refusal::NotIdempotent),
-                body_too_large: r(Refusal::BodyTooLarge),
-                budget_exhausted: r(Refusal::BudgetExhausted),
-                response_started: r(Refusal::ResponseStarted),
-                fresh_connection: r(Refusal::FreshConnection),
-                attempts_exhausted: r(Refusal::AttemptsExhausted),
-                body_failed: r(Refusal::BodyFailed),
-            },
-        )
-    }
-}
-
-/// A policy in force: the settings, the budget and the counters, shared by clones.
-pub(crate) struct Retrier {
-    policy: Policy,
-    budget: Option<TpsBudget>,
-    pub(crate) counters: Arc<RetryCounters>,
-}
-
-/// What the request looked like, for the decision.
-pub(crate) struct Attempted<'a> {
-    pub(crate) method: &'a Method,
-    pub(crate) has_idempotency_key: bool,
-    pub(crate) body_replayable: bool,
-    /// The caller's body yielded an error on some attempt: it can never be sent whole.
-    pub(crate) body_failed: bool,
-    /// Attempts made so far, this one included.
-    pub(crate) attempts: u32,
-}
-
-impl Retrier {
-    pub(crate) fn new(policy: Policy, counters: Arc<RetryCounters>) -> Retrier {
-        let budget = policy
-            .budget
-            .map(|(ratio, min)| TpsBudget::new(BUDGET_WINDOW, min, ratio));
-        Retrier {
-            policy,
-            budget,
-            counters,
-        }
-    }
-
-    pub(crate) fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// Called once per request, before its first attempt.
-    pub(crate) fn deposit(&self) {
-        if let Some(budget) = &self.budget {
-            budget.deposit();
-        }
-    }
-
-    /// Whether a request that failed with `error` is sent again. Counts and logs the
-    /// decision; a `true` has already drawn on the budget.
-    pub(crate) fn should_resend(&self, error: &Error, request: &Attempted<'_>) -> bool {
-        // Errors that never reached a connection (connect, timeouts, bad URIs) are not
-        // this policy's business and are not counted as refusals.
-        if !error.is_request_error() && !error.is_body() {
-            return false;
-        }
-        let progress = error.request_progress();
-        match self.refusal(error, request) {
-            Some(refusal) => {
-                self.counters.refused(refusal);
-                tracing::debug!(
-                    method = %request.method,
-                    ?progress,
-                    reused = error.is_reused_connection(),
-                    attempts = request.attempts,
-                    reason = refusal.as_str(),
-                    "not resending the failed request"
-                );
-                false
-            }
-            None => {
-                self.counters.resent(progress);
-                tracing::debug!(
-                    method = %request.method,
-                    ?progress,
-                    reused = error.is_reused_connection(),
-                    attempts = request.attempts,
-                    "resending the failed request on a new connection"
-                );
-                true
-            }
-        }
-    }
-
-    /// Why a request that failed on a connection is not sent again, if it is not.
-    fn refusal(&self, error: &Error, request: &Attempted<'_>) -> Option<Refusal> {
-        // First, whatever the policy: a body that failed cannot be sent whole again, and
-        // a truncated resend would be executed as if complete.
-        if error.is_body() || request.body_failed {
-            return Some(Refusal::BodyFailed);
-        }
-        let all = self.policy.methods == Methods::All;
-        match error.request_progress() {
-            Progress::ResponseStarted => return Some(Refusal::ResponseStarted),
-            Progress::NotWritten => {}
-            Progress::WrittenNoResponse => {
-                if !all && !error.is_reused_connection() {
-                    return Some(Refusal::FreshConnection);
-                }
-                if !all && !is_idempotent(request.method) && !request.has_idempotency_key {
-                    return Some(Refusal::NotIdempotent);
-                }
-            }
-        }
-        if request.attempts >= self.policy.attempts {
-            return Some(Refusal::AttemptsExhausted);
-        }
-        if !request.body_replayable {
-            return Some(Refusal::BodyTooLarge);
-        }
-        if let Some(budget) = &self.budget {
-            if !budget.withdraw() {
-                return Some(Refusal::BudgetExhausted);
-            }
-        }
-        None
-    }
-}
-
-/// RFC 9110 §9.2.2 idempotent methods.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
-}
+/// How many attempts a request has already had, handed to the pool so that its own
+/// resends of unsent requests count against the same [`Policy::attempts`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttemptsMade(pub(crate) u32);

@@ -1,0 +1,248 @@
+//! The pool as a service: one attempt of a request, on one pooled connection.
+//!
+//! Where it sits: below the retry layer ([`crate::retry`]), which calls [`Dispatch::send`]
+//! once per attempt, and above the pool ([`crate::pool`]). One attempt is: rewrite the
+//! request for the wire (`Host`, origin-form target), check a connection out, send on
+//! hyper, and on a failure tell how far the request got ([`progress_since`]). A request
+//! that hyper hands back unsent is resent here, on a fresh connection, without copying
+//! anything. [`InFlight`] closes (and counts) a connection whose request was abandoned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::connect::SocketHandle;
+use crate::error::{Error, Progress};
+use crate::info::ConnectionInfo;
+use crate::origin::Origin;
+use crate::pool::{Checkout, Conn, Evict, Pool};
+use crate::retry::{AttemptsMade, FreshConnection, ReplayBody, RetryCounters};
+
+/// The pool and the counters its own resends go to; cheap to clone.
+pub(crate) struct Dispatch<B> {
+    pub(crate) pool: Arc<Pool<B>>,
+    pub(crate) counters: Arc<RetryCounters>,
+}
+
+impl<B> Clone for Dispatch<B> {
+    fn clone(&self) -> Self {
+        Dispatch {
+            pool: Arc::clone(&self.pool),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
+impl<B: Body> Dispatch<ReplayBody<B>> {
+    /// Sends `req` on a pooled connection (resending it on a fresh one if hyper hands
+    /// it back unsent) and returns the response head, or a classified error.
+    pub(crate) async fn send(
+        self,
+        mut req: Request<ReplayBody<B>>,
+    ) -> Result<Response<Incoming>, Error> {
+        let pool = &self.pool;
+        if req.method() == Method::CONNECT {
+            return Err(Error::unsupported(
+                "CONNECT opens a tunnel, which a pooled connection cannot carry; \
+                 use a connector of your own that opens the tunnel (see PoolLayer)",
+            ));
+        }
+        let origin = Origin::from_uri(req.uri())?;
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, origin.host_header());
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        let mut fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
+        let mut attempts = req
+            .extensions_mut()
+            .remove::<AttemptsMade>()
+            .map_or(0, |a| a.0);
+        let max_attempts = pool.config().max_attempts;
+
+        loop {
+            attempts += 1;
+            let Checkout {
+                conn,
+                reused,
+                idle_for,
+            } = pool
+                .checkout(&origin, fresh)
+                .await
+                .map_err(|e| e.with_attempts(attempts))?;
+            // Asked after a failure: did the caller's own body fail? hyper consumed the
+            // request, so keep a handle that reads nothing.
+            let body = req.body().observer();
+            let mut conn = InFlight::new(pool, conn);
+            conn.begin_request(req.headers());
+            let before = conn.socket.as_ref().map(ByteCounts::of);
+            let sent = conn.tx.try_send_request(req).await;
+            let mut conn = conn.landed();
+            match sent {
+                Ok(mut response) => {
+                    conn.observe_response(response.headers());
+                    response.extensions_mut().insert(ConnectionInfo {
+                        id: conn.id,
+                        reused,
+                        idle_for,
+                        requests: conn.requests,
+                        remote_addr: conn.socket.as_ref().and_then(|s| s.remote_addr()),
+                        attempts,
+                        socket: conn.socket.as_ref().map(|s| s.socket_options()),
+                    });
+                    conn.check_in_when_ready();
+                    return Ok(response);
+                }
+                Err(mut error) => {
+                    if let Some(unsent) = error.take_message() {
+                        // hyper never started this request: the connection was closing
+                        // under it, so the server closed it, and any other idle one may
+                        // be just as stale. Resend on a fresh connection.
+                        if reused {
+                            pool.observe_server_close(&origin, idle_for);
+                        }
+                        pool.evict(
+                            &origin,
+                            conn,
+                            Evict::ClosedByServer,
+                            idle_for,
+                            "closed before the request was written",
+                        );
+                        if attempts < max_attempts {
+                            self.counters.resent(Progress::NotWritten);
+                            tracing::debug!(
+                                origin = %origin,
+                                attempts,
+                                "request came back unsent; sending it on a new connection"
+                            );
+                            req = unsent;
+                            fresh = true;
+                            continue;
+                        }
+                        return Err(Error::request(
+                            Progress::NotWritten,
+                            reused,
+                            error.into_error(),
+                        )
+                        .with_attempts(attempts));
+                    }
+                    let progress = progress_since(before, conn.socket.as_ref());
+                    let error = error.into_error();
+                    if body.has_failed() {
+                        // The caller's body broke, not the connection: nothing to learn
+                        // about the server, and nothing that may be sent again.
+                        return Err(Error::body(progress, reused, error).with_attempts(attempts));
+                    }
+                    if error.is_user() {
+                        return Err(Error::unsupported("hyper refused to send the request")
+                            .with_source(error)
+                            .with_attempts(attempts));
+                    }
+                    if reused && progress != Progress::ResponseStarted {
+                        // The server closed this connection after about `idle_for` idle.
+                        pool.observe_server_close(&origin, idle_for);
+                    }
+                    return Err(Error::request(progress, reused, error).with_attempts(attempts));
+                }
+            }
+        }
+    }
+}
+
+/// A connection's byte counters, read just before a request goes out.
+#[derive(Clone, Copy)]
+struct ByteCounts {
+    written: u64,
+    read: u64,
+}
+
+impl ByteCounts {
+    fn of(socket: &SocketHandle) -> ByteCounts {
+        ByteCounts {
+            written: socket.bytes_written(),
+            read: socket.bytes_read(),
+        }
+    }
+}
+
+/// How far a failed request got, from the counters read `before` it went out and the
+/// socket now. "Response started" means a response byte reached hyper; "written" is
+/// conservative: any byte on the wire.
+fn progress_since(before: Option<ByteCounts>, socket: Option<&SocketHandle>) -> Progress {
+    match (before, socket) {
+        (Some(before), Some(socket)) => {
+            if socket.bytes_read() > before.read {
+                Progress::ResponseStarted
+            } else if socket.bytes_written() > before.written {
+                Progress::WrittenNoResponse
+            } else {
+                Progress::NotWritten
+            }
+        }
+        // Without a socket handle nobody can tell: assume the worst.
+        _ => Progress::ResponseStarted,
+    }
+}
+
+/// A connection carrying a request whose response has not arrived. If the request
+/// future is dropped now (a caller's timeout, a client that went away), the request
+/// is abandoned half-way and the connection cannot be reused: it is counted and logged
+/// as it closes, rather than vanishing silently.
+struct InFlight<'a, B: Send + 'static> {
+    pool: &'a Arc<Pool<B>>,
+    conn: Option<Conn<B>>,
+}
+
+impl<'a, B: Send + 'static> InFlight<'a, B> {
+    fn new(pool: &'a Arc<Pool<B>>, conn: Conn<B>) -> Self {
+        InFlight {
+            pool,
+            conn: Some(conn),
+        }
+    }
+
+    /// The request came back (a response or an error): the connection is the caller's.
+    fn landed(mut self) -> Conn<B> {
+        self.conn
+            .take()
+            .expect("the connection is only taken by landed(), which consumes the guard")
+    }
+}
+
+impl<B: Send + 'static> std::ops::Deref for InFlight<'_, B> {
+    type Target = Conn<B>;
+
+    fn deref(&self) -> &Conn<B> {
+        self.conn.as_ref().expect("present until landed()")
+    }
+}
+
+impl<B: Send + 'static> std::ops::DerefMut for InFlight<'_, B> {
+    fn deref_mut(&mut self) -> &mut Conn<B> {
+        self.conn.as_mut().expect("present until landed()")
+    }
+}
+
+impl<B: Send + 'static> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let origin = conn.origin().clone();
+            self.pool.evict(
+                &origin,
+                conn,
+                Evict::Cancelled,
+                Duration::ZERO,
+                "request future dropped before its response arrived",
+            );
+        }
+    }
+}

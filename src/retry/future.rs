@@ -1,0 +1,296 @@
+//! [`ResponseFuture`]: one request through the retry layer, every attempt included.
+//!
+//! A state machine in tower's shape: wait for the inner service, call it, and on a
+//! failure ask the policy; a resend waits out the backoff (if any) and starts over.
+//! What is kept of the request between attempts lives in [`Kept`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::request::Parts;
+use http::{Method, Request, Uri};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::policy::Attempted;
+use super::{AttemptsMade, FreshConnection, ReplayBody, Retrier, IDEMPOTENCY_KEY};
+use crate::body::Body;
+use crate::error::{Error, Progress};
+use crate::origin;
+
+pin_project! {
+    /// The future returned by [`Retry`](super::Retry) (and inside
+    /// [`Client`](crate::Client)'s future): the response of the first attempt that
+    /// succeeds, or the error of the last one, naming the request.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, B>
+    where
+        S: tower::Service<Request<ReplayBody<B>>>,
+    {
+        inner: S,
+        retrier: Arc<Retrier>,
+        request: Kept<B>,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Not polled yet: the request has not drawn on the budget.
+        Start,
+        // Waiting for the inner service, then calling it with the next attempt.
+        Ready,
+        // An attempt is in flight.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // A resend waits out the policy's backoff. The timer is boxed (on this path
+        // only, and only with a backoff configured) so that the future is `Unpin`
+        // whenever the inner service's future is, as it was before it had a name.
+        Backoff {
+            sleep: Pin<Box<Sleep>>,
+        },
+        // The output was returned.
+        Done,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: tower::Service<Request<ReplayBody<B>>, Error = Error>,
+    B: Body,
+{
+    pub(crate) fn new(inner: S, retrier: Arc<Retrier>, req: Request<B>) -> Self {
+        let request = Kept::new(req, &retrier);
+        ResponseFuture {
+            inner,
+            retrier,
+            request,
+            state: State::Start,
+        }
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, B>
+where
+    S: tower::Service<Request<ReplayBody<B>>, Error = Error>,
+    B: Body,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Start => {
+                    this.retrier.deposit();
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.inner.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(this.request.name(error)));
+                    }
+                    let req = this.request.next_attempt();
+                    let future = this.inner.call(req);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Called { future } => {
+                    let error = match ready!(future.poll(cx)) {
+                        Ok(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => error,
+                    };
+                    match this.request.after_failure(error, this.retrier) {
+                        Ok(()) => {
+                            let backoff = this.retrier.policy().backoff_delay();
+                            if backoff.is_zero() {
+                                this.state.set(State::Ready);
+                            } else {
+                                let sleep = Box::pin(tokio::time::sleep(backoff));
+                                this.state.set(State::Backoff { sleep });
+                            }
+                        }
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(this.request.name(error)));
+                        }
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Done => panic!("retry::ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: tower::Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.request.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is kept of a request between its attempts.
+struct Kept<B> {
+    /// Method and URI as the caller gave them, to name the request in its error.
+    method: Method,
+    uri: Uri,
+    has_idempotency_key: bool,
+    /// Attempts made so far, including those of an outer retry layer.
+    attempts: u32,
+    mode: Mode<B>,
+}
+
+enum Mode<B> {
+    /// One attempt allowed: nothing is copied or recorded; the request waits here for
+    /// its only call.
+    Once(Option<Request<ReplayBody<B>>>),
+    /// The head is copied and the body recorded for every attempt. A request hyper
+    /// hands back unsent is resent by the pool without them, but one whose first write
+    /// failed (a RST already waiting on the socket) was consumed by hyper, and is
+    /// still safe to resend whatever its method.
+    Replay {
+        head: Parts,
+        /// The body the next attempt sends.
+        body: Option<ReplayBody<B>>,
+        /// A copy of the body made before the attempt in flight, for the next one.
+        spare: Option<ReplayBody<B>>,
+        /// The furthest any attempt got: a later attempt that fails sooner (a resend
+        /// whose connect fails) must not make the request look as if it never reached
+        /// the server.
+        furthest: Progress,
+    },
+}
+
+impl<B: Body> Kept<B> {
+    fn new(req: Request<B>, retrier: &Retrier) -> Self {
+        let policy = retrier.policy();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let (mut head, body) = req.into_parts();
+        let has_idempotency_key = head.headers.contains_key(IDEMPOTENCY_KEY);
+        // An outer retry layer may already have made attempts for this request.
+        let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
+        let mode = if policy.get_attempts() <= 1 {
+            let mut req = Request::from_parts(head, ReplayBody::passthrough(body));
+            req.extensions_mut().insert(AttemptsMade(attempts));
+            Mode::Once(Some(req))
+        } else {
+            Mode::Replay {
+                head,
+                body: Some(ReplayBody::new(body, policy.max_replay_bytes())),
+                spare: None,
+                furthest: Progress::NotWritten,
+            }
+        };
+        Kept {
+            method,
+            uri,
+            has_idempotency_key,
+            attempts,
+            mode,
+        }
+    }
+
+    /// The request for the next call to the inner service.
+    fn next_attempt(&mut self) -> Request<ReplayBody<B>> {
+        match &mut self.mode {
+            Mode::Once(request) => request
+                .take()
+                .expect("a single attempt is made once: Ready is not entered again"),
+            Mode::Replay {
+                head, body, spare, ..
+            } => {
+                let body = body
+                    .take()
+                    .expect("Ready is entered with a body: first from new(), then from a resend");
+                *spare = body.try_clone();
+                let mut req = Request::new(body);
+                *req.method_mut() = head.method.clone();
+                *req.uri_mut() = head.uri.clone();
+                *req.version_mut() = head.version;
+                *req.headers_mut() = head.headers.clone();
+                *req.extensions_mut() = head.extensions.clone();
+                req.extensions_mut().insert(AttemptsMade(self.attempts));
+                if self.attempts > 0 {
+                    req.extensions_mut().insert(FreshConnection);
+                }
+                req
+            }
+        }
+    }
+
+    /// After a failed attempt: `Ok` when the policy resends the request (the next
+    /// attempt's body is ready), or the error to return.
+    fn after_failure(&mut self, error: Error, retrier: &Retrier) -> Result<(), Error> {
+        let attempts = self.attempts;
+        let Mode::Replay {
+            head,
+            body,
+            spare,
+            furthest,
+        } = &mut self.mode
+        else {
+            // Counts and logs the refusal; with no copy kept, it cannot say yes.
+            let attempted = Attempted {
+                method: &self.method,
+                has_idempotency_key: self.has_idempotency_key,
+                body_replayable: false,
+                body_failed: false,
+                attempts: error.attempts().max(attempts.saturating_add(1)),
+            };
+            retrier.should_resend(&error, &attempted);
+            return Err(error);
+        };
+        // A failure on a connection is one more attempt, even from an inner service
+        // that does not count them; one before any connection (a refused request)
+        // counts as whatever the inner service says.
+        self.attempts = if error.is_request_error() || error.is_body() {
+            error.attempts().max(attempts.saturating_add(1))
+        } else {
+            error.attempts().max(attempts)
+        };
+        *furthest = furthest.furthest(error.request_progress());
+        let error = error
+            .with_progress_at_least(*furthest)
+            .with_attempts(self.attempts);
+        let spare = spare.take();
+        let attempted = Attempted {
+            method: &head.method,
+            has_idempotency_key: self.has_idempotency_key,
+            body_replayable: spare.as_ref().is_some_and(ReplayBody::is_replayable),
+            body_failed: spare.as_ref().is_some_and(ReplayBody::has_failed),
+            attempts: self.attempts,
+        };
+        // `spare` is only `None` when the body was already past the cap, which the
+        // decision sees as `body_replayable == false` and refuses.
+        match spare {
+            Some(spare) if retrier.should_resend(&error, &attempted) => {
+                *body = Some(spare);
+                Ok(())
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// However the request failed, the caller learns which request it was.
+    fn name(&self, error: Error) -> Error {
+        error.with_request(&self.method, || origin::describe(&self.uri))
+    }
+}
