@@ -1,16 +1,19 @@
 //! The idle connections: each origin's list, least recently used first, and the
 //! pool-wide index of their deadlines that the [`reaper`](super::reaper) reads.
 //!
-//! A connection is in its origin's list exactly when its deadline is in the index;
-//! the functions here move both together, and keep the pool's idle count with them.
-//! All of it runs under the pool's lock; what they take out is returned, never
-//! dropped here (see the locking rule in [`pool`](super)).
+//! A connection is in its origin's list exactly when its deadline is in the index:
+//! whoever pushes to or pops from a list tells the index ([`IdleIndex::insert`],
+//! [`IdleIndex::remove`]), which keeps the pool's idle count too. The lists are
+//! changed in place by checkout and check-in, as moving a connection through helper
+//! functions costs copies of it on the hottest path. All of it runs under the pool's
+//! lock; what is taken out is returned, never dropped here (see the locking rule in
+//! [`pool`](super)).
 
 use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use super::{Conn, Evict, OriginState, State};
+use super::{Conn, Evict, State};
 use crate::origin::Origin;
 
 /// An idle connection and when it must close.
@@ -24,6 +27,7 @@ pub(super) struct Idle<B> {
 
 impl<B> Idle<B> {
     /// Its key in the deadline index: connection ids tell equal deadlines apart.
+    #[inline]
     pub(super) fn key(&self) -> (Instant, u64) {
         (self.deadline, self.conn.id)
     }
@@ -38,22 +42,33 @@ pub(super) struct IdleIndex {
 }
 
 impl IdleIndex {
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.count
     }
 
+    /// An idle connection of `origin` whose key is `key` has joined its list.
+    #[inline]
+    pub(super) fn insert(&mut self, key: (Instant, u64), origin: &Origin) {
+        self.deadlines.insert(key, origin.clone());
+        self.count += 1;
+    }
+
     /// `idle` has left its origin's list.
-    fn remove<B>(&mut self, idle: &Idle<B>) {
+    #[inline]
+    pub(super) fn remove<B>(&mut self, idle: &Idle<B>) {
         self.deadlines.remove(&idle.key());
         self.count -= 1;
     }
 
     /// The earliest deadline, if any connection is idle.
+    #[inline]
     pub(super) fn earliest(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|&(deadline, _)| deadline)
     }
 
     /// Whether `key` is the earliest deadline.
+    #[inline]
     pub(super) fn is_earliest(&self, key: (Instant, u64)) -> bool {
         self.deadlines.keys().next() == Some(&key)
     }
@@ -67,43 +82,6 @@ impl IdleIndex {
         }
         let ((_, id), origin) = earliest.remove_entry();
         Some((id, origin))
-    }
-}
-
-impl<B> OriginState<B> {
-    /// The most recently idled connection.
-    pub(super) fn pop_newest(&mut self, index: &mut IdleIndex) -> Option<Idle<B>> {
-        let idle = self.idle.pop_back()?;
-        index.remove(&idle);
-        Some(idle)
-    }
-
-    /// The least recently idled connection.
-    pub(super) fn pop_oldest(&mut self, index: &mut IdleIndex) -> Option<Idle<B>> {
-        let idle = self.idle.pop_front()?;
-        index.remove(&idle);
-        Some(idle)
-    }
-
-    /// Adds `idle` as `origin`'s most recently used connection. At `max` (at least 1)
-    /// idle connections, the least recently used one makes room; it is returned, for
-    /// the caller to close after unlocking.
-    pub(super) fn push_idle(
-        &mut self,
-        index: &mut IdleIndex,
-        origin: &Origin,
-        idle: Idle<B>,
-        max: usize,
-    ) -> Option<Idle<B>> {
-        let displaced = if self.idle.len() >= max {
-            self.pop_oldest(index)
-        } else {
-            None
-        };
-        index.deadlines.insert(idle.key(), origin.clone());
-        index.count += 1;
-        self.idle.push_back(idle);
-        displaced
     }
 }
 

@@ -210,6 +210,7 @@ impl LearnedOrigins {
 
 /// The learned idle timeout in force for `origin`, if any; forgets one that has
 /// relaxed up to the idle timeout.
+#[inline]
 pub(super) fn learned_for(
     learned: &mut LearnedOrigins,
     origin: &Origin,

@@ -54,7 +54,9 @@ pub(crate) use conn::{Conn, ConnectFn, Connected};
 pub(crate) use stats::Evict;
 
 use idle::{Idle, IdleIndex};
+use pending::Returned;
 use slots::{Grant, Slot, Waiter, Waiting};
+use stats::Closing;
 
 /// One client's connections, shared by its clones. See the module docs.
 pub(crate) struct Pool<B> {
@@ -128,21 +130,6 @@ enum Step<'a, B: Send + 'static> {
     Wait(Waiting<'a, B>),
 }
 
-/// What a check-in returns to the pool.
-enum Returned<'a, B> {
-    Conn(Conn<B>),
-    /// A connection in its check-in task's cell, if a checkout has not taken it.
-    Pending(&'a pending::Pending<B>),
-}
-
-/// A connection the pool closes after releasing its lock.
-struct Closing<B> {
-    conn: Conn<B>,
-    since: Instant,
-    reason: Evict,
-    detail: &'static str,
-}
-
 impl<B: Send + 'static> Pool<B> {
     pub(crate) fn new(config: PoolConfig, connect: ConnectFn<B>) -> Arc<Pool<B>> {
         Arc::new(Pool {
@@ -181,19 +168,7 @@ impl<B: Send + 'static> Pool<B> {
             let mut closing = Vec::new();
             let step = self.next_step(origin, fresh, &mut closing);
             let now = Instant::now();
-            for Closing {
-                conn,
-                since,
-                reason,
-                detail,
-            } in closing
-            {
-                let idle_for = now.saturating_duration_since(since);
-                if reason == Evict::ClosedByServer {
-                    self.observe_server_close(origin, idle_for);
-                }
-                self.evict(origin, conn, reason, idle_for, detail);
-            }
+            self.close_all(origin, closing, now);
             match step {
                 Step::Reuse { conn, since } => {
                     let idle_for = now.saturating_duration_since(since);
@@ -255,7 +230,8 @@ impl<B: Send + 'static> Pool<B> {
             None => origins.entry(origin.clone()).or_default(),
         };
         if !fresh {
-            while let Some(candidate) = entry.pop_newest(idle) {
+            while let Some(candidate) = entry.idle.pop_back() {
+                idle.remove(&candidate);
                 // The reaper may not have run yet: never hand out an expired one.
                 if now >= candidate.deadline {
                     closing.push(Closing {
@@ -297,7 +273,8 @@ impl<B: Send + 'static> Pool<B> {
             return Step::Connect(Slot::new(Arc::downgrade(self), origin.clone()));
         }
         if fresh {
-            if let Some(lru) = entry.pop_oldest(idle) {
+            if let Some(lru) = entry.idle.pop_front() {
+                idle.remove(&lru);
                 return Step::Replace(lru);
             }
         }
@@ -318,7 +295,7 @@ impl<B: Send + 'static> Pool<B> {
     fn checkin_inner(self: &Arc<Self>, returned: Returned<'_, B>, reusable: bool) {
         let now = Instant::now();
         let mut guard = self.lock();
-        let conn = match returned {
+        let mut conn = match returned {
             Returned::Conn(conn) => conn,
             Returned::Pending(pending) => {
                 let Some(conn) = pending.take() else {
@@ -350,23 +327,41 @@ impl<B: Send + 'static> Pool<B> {
             .origins
             .get_mut(&origin)
             .expect("an origin entry lives as long as one of its slots");
-        let Some(conn) = slots::grant_conn(&mut entry.waiters, conn) else {
-            return;
-        };
-        let idle = Idle {
-            conn,
-            since: now,
-            deadline,
-            reason,
-        };
-        let (displaced, start_reaper) = match self.config.max_idle_per_origin {
-            0 => (Some(idle), None),
-            max => {
-                let key = idle.key();
-                let displaced = entry.push_idle(&mut state.idle, &origin, idle, max);
-                (displaced, self.reaper_for_new_deadline(state, key))
+        // Only when someone waits: a round trip through `grant_conn` copies the
+        // connection twice, on every check-in.
+        if !entry.waiters.is_empty() {
+            match slots::grant_conn(&mut entry.waiters, conn) {
+                Some(not_taken) => conn = not_taken,
+                None => return,
             }
-        };
+        }
+        let mut displaced = None;
+        let mut start_reaper = None;
+        if self.config.max_idle_per_origin == 0 {
+            displaced = Some(Idle {
+                conn,
+                since: now,
+                deadline,
+                reason,
+            });
+        } else {
+            if entry.idle.len() >= self.config.max_idle_per_origin {
+                displaced = entry.idle.pop_front();
+                if let Some(lru) = &displaced {
+                    state.idle.remove(lru);
+                }
+            }
+            let key = (deadline, conn.id);
+            // Built in place in the list: this is the hottest path of a check-in.
+            entry.idle.push_back(Idle {
+                conn,
+                since: now,
+                deadline,
+                reason,
+            });
+            state.idle.insert(key, &origin);
+            start_reaper = self.reaper_for_new_deadline(state, key);
+        }
         // Before closing the displaced connection: its slot takes the lock.
         drop(guard);
         if let Some(generation) = start_reaper {

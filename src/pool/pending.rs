@@ -19,9 +19,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{deadline, Closing, Conn, OriginState, Pool, Returned};
+use super::{deadline, Closing, Conn, OriginState, Pool};
 use crate::config::PoolConfig;
 use crate::origin::Origin;
+
+/// What a check-in returns to the pool.
+pub(super) enum Returned<'a, B> {
+    Conn(Conn<B>),
+    /// A connection in its check-in task's cell, if a checkout has not taken it.
+    Pending(&'a Pending<B>),
+}
 
 /// A connection shared between its check-in task and the pool.
 pub(super) struct Pending<B> {

@@ -88,6 +88,7 @@ impl<B> Pool<B> {
     /// Reaper bookkeeping for an idle connection just indexed under `key`, under the
     /// lock: the generation of a reaper to start (after unlocking) when none runs;
     /// otherwise the running one is woken if `key` is now the earliest deadline.
+    #[inline]
     pub(super) fn reaper_for_new_deadline(
         &self,
         state: &mut State<B>,

@@ -41,6 +41,7 @@ pub(crate) struct Slot<B> {
 
 impl<B> Slot<B> {
     /// A slot counted in `origin`'s entry of `pool`; the caller has counted it.
+    #[inline]
     pub(super) fn new(pool: Weak<Pool<B>>, origin: Origin) -> Slot<B> {
         Slot {
             pool,
@@ -59,10 +60,12 @@ impl<B> Slot<B> {
         }
     }
 
+    #[inline]
     pub(super) fn origin(&self) -> &Origin {
         &self.origin
     }
 
+    #[inline]
     pub(super) fn pool(&self) -> Option<Arc<Pool<B>>> {
         self.pool.upgrade()
     }
@@ -92,6 +95,7 @@ pub(super) struct Waiter<B> {
 }
 
 /// Offers `conn` to the first live waiter of `waiters`; returns it when none took it.
+#[inline]
 pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, conn: Conn<B>) -> Option<Conn<B>> {
     let mut conn = conn;
     while let Some(waiter) = waiters.pop_front() {

@@ -3,8 +3,10 @@
 //! The counters are atomics outside the pool's lock, so that counting never makes a
 //! request wait; [`Pool::stats`] reads them, plus the few gauges and learned values
 //! kept under the lock, into a [`PoolStats`] snapshot for `Client::stats`. Every
-//! connection the pool closes is counted under one [`Evict`] reason and logged at
-//! `debug` level with it.
+//! connection the pool closes goes through [`Pool::evict`] (or, when its slot is
+//! reused, [`Pool::count_eviction`]): counted under one [`Evict`] reason and logged at
+//! `debug` level with it. Ones found unusable under the lock wait in a [`Closing`]
+//! until it is released.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -57,6 +59,14 @@ impl Evict {
     }
 }
 
+/// A connection found unusable under the pool's lock, closed after it is released.
+pub(super) struct Closing<B> {
+    pub(super) conn: Conn<B>,
+    pub(super) since: Instant,
+    pub(super) reason: Evict,
+    pub(super) detail: &'static str,
+}
+
 /// The pool's counters, kept outside its lock.
 #[derive(Default)]
 pub(super) struct Counters {
@@ -68,6 +78,25 @@ pub(super) struct Counters {
 }
 
 impl<B> Pool<B> {
+    /// Closes what a checkout found unusable on its way; a close by the server is an
+    /// observation of its idle timer.
+    #[inline]
+    pub(super) fn close_all(&self, origin: &Origin, closing: Vec<Closing<B>>, now: Instant) {
+        for Closing {
+            conn,
+            since,
+            reason,
+            detail,
+        } in closing
+        {
+            let idle_for = now.saturating_duration_since(since);
+            if reason == Evict::ClosedByServer {
+                self.observe_server_close(origin, idle_for);
+            }
+            self.evict(origin, conn, reason, idle_for, detail);
+        }
+    }
+
     /// Closes `conn`, counting and logging why.
     pub(crate) fn evict(
         &self,
