@@ -1,22 +1,48 @@
-//! One live connection and what the pool knows about it.
+//! One connection: how it is opened, what the pool learns about it from the
+//! requests and responses it carries, and the end of its hyper connection task.
+//!
+//! The connector (`ConnectFn`, made by the client from a tower connector) yields a
+//! [`Connected`]; [`Pool::connect`] spawns hyper's connection task and wraps the
+//! request half in a [`Conn`], which owns the connection's [`Slot`]. Dropping the
+//! `Conn` closes the connection (the client sends the FIN) and gives the slot back.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, CONNECTION};
+use http::Uri;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
-use super::{Pool, Slot};
+use super::{deadline, Checkout, Evict, Pool, Slot};
 use crate::connect::SocketHandle;
+use crate::error::{Error, Kind};
 use crate::keepalive;
 use crate::origin::Origin;
+
+/// A freshly opened connection as the connector and handshake produce it.
+pub(crate) struct Connected<B> {
+    pub(crate) tx: SendRequest<B>,
+    pub(crate) socket: Option<SocketHandle>,
+    /// hyper's connection future; the pool spawns it.
+    pub(crate) driver: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+}
+
+/// What the connector returns for one connection.
+type ConnectFuture<B> = Pin<Box<dyn Future<Output = Result<Connected<B>, Error>> + Send>>;
+/// Opens a connection to an origin (given as a URI) and performs the handshake.
+pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri) -> ConnectFuture<B> + Send + Sync>;
 
 /// The longest server `Keep-Alive: timeout` hint taken at its word; a longer one counts
 /// as this long. A hint only ever shortens `idle_timeout`, so beyond any sane idle
 /// timeout it changes nothing, and a server may send up to `u64::MAX` seconds.
 pub(crate) const MAX_KEEP_ALIVE_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// A pooled connection: the request half of hyper's HTTP/1.1 connection, its facts,
+/// and its slot in the origin's connection count.
 pub(crate) struct Conn<B> {
     pub(crate) tx: SendRequest<B>,
     pub(crate) id: u64,
@@ -56,7 +82,7 @@ impl<B> Conn<B> {
     }
 
     pub(crate) fn origin(&self) -> &Origin {
-        &self.slot.origin
+        self.slot.origin()
     }
 
     pub(crate) fn close_requested(&self) -> bool {
@@ -93,7 +119,7 @@ impl<B> Conn<B> {
     }
 
     fn pool(&self) -> Option<Arc<Pool<B>>> {
-        self.slot.pool.upgrade()
+        self.slot.pool()
     }
 
     /// Closes the connection (dropping the last `SendRequest` makes hyper close the
@@ -114,7 +140,78 @@ impl<B: Send + 'static> Conn<B> {
     }
 }
 
+impl<B: Send + 'static> Pool<B> {
+    /// Opens a connection to `origin` in `slot`, and spawns its hyper connection task.
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        origin: &Origin,
+        slot: Slot<B>,
+    ) -> Result<Checkout<B>, Error> {
+        let connecting = (self.connect)(origin.to_uri());
+        let connected = match self.config.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, connecting)
+                .await
+                .map_err(|_| Error::new(Kind::ConnectTimeout(limit)))?,
+            None => connecting.await,
+        };
+        // On error `slot` drops here, and a waiter (if any) may try in our place.
+        let Connected { tx, socket, driver } = connected?;
+        let id = next_connection_id();
+        let pool = Arc::downgrade(self);
+        let task_origin = origin.clone();
+        tokio::spawn(async move {
+            if let Err(error) = driver.await {
+                tracing::debug!(origin = %task_origin, conn = id, %error, "connection ended with an error");
+            }
+            if let Some(pool) = pool.upgrade() {
+                pool.connection_ended(&task_origin, id);
+            }
+        });
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
+        tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
+        let now = Instant::now();
+        let expires = self
+            .config
+            .max_lifetime
+            .map(|l| deadline::deadline_after(now, deadline::jittered_lifetime(l, id)));
+        Ok(Checkout {
+            conn: Conn::new(tx, id, socket, expires, slot),
+            reused: false,
+            idle_for: Duration::ZERO,
+        })
+    }
+}
+
+impl<B> Pool<B> {
+    /// hyper's connection task for connection `id` ended. If the connection was idle,
+    /// the server closed it.
+    fn connection_ended(&self, origin: &Origin, id: u64) {
+        // Out of the lock before the connection is closed: its slot takes the lock.
+        let idle = self.lock().take_idle(origin, id);
+        if let Some(idle) = idle {
+            let idle_for = Instant::now().saturating_duration_since(idle.since);
+            self.observe_server_close(origin, idle_for);
+            self.evict(
+                origin,
+                idle.conn,
+                Evict::ClosedByServer,
+                idle_for,
+                "closed while idle",
+            );
+        }
+    }
+}
+
+fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Whether a `Connection` header lists the `close` option.
+///
+/// The pool's only reading of `Connection` tokens, kept apart so that the shared header
+/// parsing (`crate::header`) can take its place in one edit.
 fn has_close_token(headers: &HeaderMap) -> bool {
     headers.get_all(CONNECTION).iter().any(|value| {
         value
@@ -127,7 +224,6 @@ fn has_close_token(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::pool::Slot;
 
     /// A connection for tests of the pool's bookkeeping: its peer is gone and its slot
     /// belongs to no pool, so it is never used for a request.
@@ -140,12 +236,7 @@ pub(super) mod tests {
             .expect("an HTTP/1 handshake only sets up state, it does no IO");
         let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
             .expect("an http URI with a host is an origin");
-        let slot = Slot {
-            pool: std::sync::Weak::new(),
-            origin,
-            armed: false,
-        };
-        Conn::new(tx, 1, None, expires, slot)
+        Conn::new(tx, 1, None, expires, Slot::detached(origin))
     }
 
     #[tokio::test]

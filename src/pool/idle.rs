@@ -1,365 +1,97 @@
-//! Idle deadlines and the reaper that enforces them.
+//! The idle connections: each origin's list, least recently used first, and the
+//! pool-wide index of their deadlines that the [`reaper`](super::reaper) reads.
 //!
-//! The client closes first: each idle connection gets a deadline,
-//! `now + min(idle_timeout, server hint − margin, learned − margin, lifetime left)`
-//! (see [`learn`](super::learn) for the learned value), and is
-//! closed by the client when it passes. The reaper is one task per pool that sleeps
-//! until the earliest deadline (not a fixed tick), closes what has expired, and ends
-//! when the pool is dropped. If its runtime shuts down under a pool that lives on (a
-//! client in a static), the next check-in on another runtime starts a new one. Checkout refuses an expired connection on its own, so
-//! correctness never depends on when the reaper runs.
+//! A connection is in its origin's list exactly when its deadline is in the index:
+//! whoever pushes to or pops from a list tells the index ([`IdleIndex::insert`],
+//! [`IdleIndex::remove`]), which keeps the pool's idle count too. The lists are
+//! changed in place by checkout and check-in, as moving a connection through helper
+//! functions costs copies of it on the hottest path. All of it runs under the pool's
+//! lock; what is taken out is returned, never dropped here (see the locking rule in
+//! [`pool`](super)).
 
-use std::future::Future;
-use std::hash::BuildHasher;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Conn, Pool};
-use crate::config::PoolConfig;
+use super::{Conn, Evict, State};
+use crate::origin::Origin;
 
-/// Why the pool closed a connection. The discriminants index the eviction counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Evict {
-    IdleTimeout,
-    ServerHint,
-    Lifetime,
-    MaxRequests,
-    ConnectionClose,
-    ClosedByServer,
-    IdleListFull,
-    LearnedTimeout,
-    /// The request future was dropped while the connection carried its request.
-    Cancelled,
-    /// Closed to open a fresh connection in its place at `max_connections_per_origin`.
-    ConnectionLimit,
+/// An idle connection and when it must close.
+pub(super) struct Idle<B> {
+    pub(super) conn: Conn<B>,
+    pub(super) since: Instant,
+    pub(super) deadline: Instant,
+    /// Which bound set the deadline, reported when it passes.
+    pub(super) reason: Evict,
 }
 
-impl Evict {
-    pub(crate) const COUNT: usize = 10;
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Evict::IdleTimeout => "idle timeout",
-            Evict::ServerHint => "server keep-alive hint",
-            Evict::Lifetime => "max lifetime",
-            Evict::MaxRequests => "max requests per connection",
-            Evict::ConnectionClose => "Connection: close",
-            Evict::ClosedByServer => "closed by the server while idle",
-            Evict::IdleListFull => "max idle per origin",
-            Evict::LearnedTimeout => "learned server idle timeout",
-            Evict::Cancelled => "request cancelled mid-flight",
-            Evict::ConnectionLimit => {
-                "max connections per origin: making room for a fresh connection"
-            }
-        }
+impl<B> Idle<B> {
+    /// Its key in the deadline index: connection ids tell equal deadlines apart.
+    #[inline]
+    pub(super) fn key(&self) -> (Instant, u64) {
+        (self.deadline, self.conn.id)
     }
 }
 
-/// The largest share of `max_lifetime` taken off at random, so that connections opened
-/// together (a fleet restarting, a burst) do not all reconnect at the same moment.
-const LIFETIME_JITTER_PERMILLE: u32 = 100;
-
-/// The furthest ahead any deadline of the pool is set. A longer idle timeout, lifetime
-/// or server hint behaves as "never" in practice, and `Instant + Duration` panics on
-/// overflow, which `Duration::MAX` (a user setting) or `u64::MAX` seconds (a server's
-/// `Keep-Alive` hint) would cause. tokio caps its own timers at the same 30 years,
-/// because much later instants overflow on some platforms.
-pub(crate) const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-
-/// `now + ahead`, with `ahead` capped at [`MAX_DEADLINE_AHEAD`]; never panics.
-pub(crate) fn deadline_after(now: Instant, ahead: Duration) -> Instant {
-    // 30 years past any real monotonic clock reading fits in an `Instant`; should it
-    // not, closing at once is the safe side (the client closes first).
-    now.checked_add(ahead.min(MAX_DEADLINE_AHEAD))
-        .unwrap_or(now)
+/// Every idle connection's deadline, so the reaper finds the earliest one without
+/// looking at every origin, and how many connections are idle.
+#[derive(Default)]
+pub(super) struct IdleIndex {
+    deadlines: BTreeMap<(Instant, u64), Origin>,
+    count: usize,
 }
 
-/// `lifetime` shortened by a pseudo-random 0–10 %, derived from the connection id.
-pub(crate) fn jittered_lifetime(lifetime: Duration, id: u64) -> Duration {
-    let random = std::collections::hash_map::RandomState::new().hash_one(id);
-    let permille = u32::try_from(random % u64::from(LIFETIME_JITTER_PERMILLE + 1))
-        .expect("the remainder is at most LIFETIME_JITTER_PERMILLE, which fits in u32");
-    // Integer steps of a thousandth: no float rounding, and no overflow, as the jitter
-    // is at most a tenth of `lifetime`.
-    let jitter = (lifetime / 1000)
-        .checked_mul(permille)
-        .unwrap_or(Duration::ZERO);
-    lifetime.saturating_sub(jitter)
-}
+impl IdleIndex {
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
 
-/// Whether a connection whose response just ended must not go back to the idle list.
-pub(crate) fn retire_reason<B>(
-    conn: &Conn<B>,
-    config: &PoolConfig,
-    now: Instant,
-    learned: Option<Duration>,
-) -> Option<Evict> {
-    if conn.close_requested() {
-        return Some(Evict::ConnectionClose);
+    /// An idle connection of `origin` whose key is `key` has joined its list.
+    #[inline]
+    pub(super) fn insert(&mut self, key: (Instant, u64), origin: &Origin) {
+        self.deadlines.insert(key, origin.clone());
+        self.count += 1;
     }
-    if conn.expires.is_some_and(|expires| now >= expires) {
-        return Some(Evict::Lifetime);
-    }
-    if config
-        .max_requests_per_connection
-        .is_some_and(|max| conn.requests >= max)
-    {
-        return Some(Evict::MaxRequests);
-    }
-    if conn.server_remaining == Some(0) {
-        return Some(Evict::ServerHint);
-    }
-    // A hint that leaves no time after the margin: the server may close any moment.
-    if conn
-        .hint_timeout
-        .is_some_and(|timeout| timeout <= config.keep_alive_margin)
-    {
-        return Some(Evict::ServerHint);
-    }
-    if learned.is_some_and(|timeout| timeout <= config.keep_alive_margin) {
-        return Some(Evict::LearnedTimeout);
-    }
-    None
-}
 
-/// When an idle connection must be closed, and which bound decided it.
-///
-/// The durations are compared before one capped addition to `now`, so no setting or
-/// hint, however large, can overflow an `Instant`.
-pub(crate) fn deadline<B>(
-    conn: &Conn<B>,
-    config: &PoolConfig,
-    now: Instant,
-    learned: Option<Duration>,
-) -> (Instant, Evict) {
-    // Capped first, so that bounds past the cap tie and the idle timeout keeps its
-    // precedence among them, as it would with exact instants.
-    let ahead = |timeout: Duration| timeout.min(MAX_DEADLINE_AHEAD);
-    let mut best = (ahead(config.idle_timeout), Evict::IdleTimeout);
-    if let Some(timeout) = learned {
-        let learned_idle = ahead(timeout.saturating_sub(config.keep_alive_margin));
-        if learned_idle < best.0 {
-            best = (learned_idle, Evict::LearnedTimeout);
+    /// `idle` has left its origin's list.
+    #[inline]
+    pub(super) fn remove<B>(&mut self, idle: &Idle<B>) {
+        self.deadlines.remove(&idle.key());
+        self.count -= 1;
+    }
+
+    /// The earliest deadline, if any connection is idle.
+    #[inline]
+    pub(super) fn earliest(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|&(deadline, _)| deadline)
+    }
+
+    /// Whether `key` is the earliest deadline.
+    #[inline]
+    pub(super) fn is_earliest(&self, key: (Instant, u64)) -> bool {
+        self.deadlines.keys().next() == Some(&key)
+    }
+
+    /// Takes out of the index the earliest deadline if it is not after `now`: the id
+    /// and origin of a connection to close. The caller takes it from its list.
+    pub(super) fn pop_expired(&mut self, now: Instant) -> Option<(u64, Origin)> {
+        let earliest = self.deadlines.first_entry()?;
+        if earliest.key().0 > now {
+            return None;
         }
-    }
-    if let Some(timeout) = conn.hint_timeout {
-        let hinted_idle = ahead(timeout.saturating_sub(config.keep_alive_margin));
-        if hinted_idle < best.0 {
-            best = (hinted_idle, Evict::ServerHint);
-        }
-    }
-    let idle_deadline = (deadline_after(now, best.0), best.1);
-    match conn.expires {
-        Some(expires) if expires < idle_deadline.0 => (expires, Evict::Lifetime),
-        _ => idle_deadline,
+        let ((_, id), origin) = earliest.remove_entry();
+        Some((id, origin))
     }
 }
 
-/// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
-/// and ends at its next wake-up after the pool is gone (the pool's `Drop` wakes it).
-///
-/// `generation` tells this reaper from a later one: however the task ends (the pool
-/// is gone, or its runtime shut down and dropped it), it marks the pool as having no
-/// reaper, unless a newer one has started since, so that the next check-in starts one.
-pub(crate) fn reap<B: Send + 'static>(
-    pool: Weak<Pool<B>>,
-    wake: Arc<Notify>,
-    generation: u64,
-) -> impl Future<Output = ()> + Send {
-    // Made outside the `async` block so that it is dropped (and resets the flag) even
-    // if the task is dropped before it first runs.
-    let running = Running {
-        pool: pool.clone(),
-        generation,
-    };
-    async move {
-        let _running = running;
-        loop {
-            let next = match pool.upgrade() {
-                Some(pool) => pool.evict_expired(Instant::now()),
-                None => return,
-            };
-            match next {
-                Some(deadline) => {
-                    let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
-                }
-                None => wake.notified().await,
-            }
-        }
-    }
-}
-
-/// Marks the pool as having no reaper when the reaper task ends or is dropped.
-struct Running<B> {
-    pool: Weak<Pool<B>>,
-    generation: u64,
-}
-
-impl<B> Drop for Running<B> {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.reaper_ended(self.generation);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pool::conn::tests::test_conn;
-
-    fn config(idle_timeout: Duration, keep_alive_margin: Duration) -> PoolConfig {
-        PoolConfig {
-            idle_timeout,
-            keep_alive_margin,
-            ..PoolConfig::default()
-        }
-    }
-
-    /// The latest `Instant` reachable from `now`.
-    fn latest_instant(now: Instant) -> Instant {
-        let mut latest = now;
-        for shift in (0..64).rev() {
-            if let Some(later) = latest.checked_add(Duration::from_secs(1 << shift)) {
-                latest = later;
-            }
-        }
-        for shift in (0..30).rev() {
-            if let Some(later) = latest.checked_add(Duration::from_nanos(1 << shift)) {
-                latest = later;
-            }
-        }
-        latest
-    }
-
-    #[test]
-    fn deadline_after_caps_and_never_panics() {
-        let now = Instant::now();
-        assert_eq!(deadline_after(now, Duration::ZERO), now);
-        assert_eq!(
-            deadline_after(now, Duration::from_secs(5)),
-            now + Duration::from_secs(5)
-        );
-        assert_eq!(deadline_after(now, Duration::MAX), now + MAX_DEADLINE_AHEAD);
-        let latest = latest_instant(now);
-        assert_eq!(deadline_after(latest, Duration::MAX), latest);
-        assert_eq!(deadline_after(latest, Duration::from_nanos(1)), latest);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn deadline_with_duration_max_everywhere() {
-        let now = Instant::now();
-        let far = now + MAX_DEADLINE_AHEAD;
-        let mut conn = test_conn(None).await;
-        conn.hint_timeout = Some(Duration::MAX);
-
-        let huge = config(Duration::MAX, Duration::from_secs(1));
-        assert_eq!(
-            deadline(&conn, &huge, now, Some(Duration::MAX)),
-            (far, Evict::IdleTimeout)
-        );
-        // A margin as large as every hint leaves nothing: close now.
-        let all_margin = config(Duration::MAX, Duration::MAX);
-        assert_eq!(
-            deadline(&conn, &all_margin, now, Some(Duration::MAX)).0,
-            now
-        );
-
-        // Bounded values still win over huge ones, each under its own reason.
-        conn.hint_timeout = Some(Duration::from_secs(10));
-        assert_eq!(
-            deadline(&conn, &huge, now, Some(Duration::MAX)),
-            (now + Duration::from_secs(9), Evict::ServerHint)
-        );
-        assert_eq!(
-            deadline(&conn, &huge, now, Some(Duration::from_secs(5))),
-            (now + Duration::from_secs(4), Evict::LearnedTimeout)
-        );
-        let short = config(Duration::from_secs(3), Duration::from_secs(1));
-        conn.hint_timeout = Some(Duration::MAX);
-        assert_eq!(
-            deadline(&conn, &short, now, Some(Duration::MAX)),
-            (now + Duration::from_secs(3), Evict::IdleTimeout)
-        );
-
-        // A lifetime of `Duration::MAX`, set the way `Pool::connect` sets it.
-        let expires = deadline_after(now, jittered_lifetime(Duration::MAX, 7));
-        let conn = test_conn(Some(expires)).await;
-        assert_eq!(deadline(&conn, &huge, now, None), (far, Evict::IdleTimeout));
-        let conn = test_conn(Some(now + Duration::from_secs(2))).await;
-        assert_eq!(
-            deadline(&conn, &huge, now, None),
-            (now + Duration::from_secs(2), Evict::Lifetime)
-        );
-
-        // The reaper sleeps until such a deadline with `timeout_at`: tokio's timer takes
-        // it, and it passes when (paused) time gets there, not before.
-        let (deadline, _) = deadline(&test_conn(None).await, &huge, now, None);
-        tokio::time::advance(MAX_DEADLINE_AHEAD - Duration::from_secs(1)).await;
-        assert!(
-            tokio::time::timeout_at(deadline, std::future::pending::<()>())
-                .await
-                .is_err()
-        );
-        assert!(Instant::now() >= deadline);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retire_reason_with_duration_max_everywhere() {
-        let now = Instant::now();
-        let huge = config(Duration::MAX, Duration::from_secs(1));
-        let expires = deadline_after(now, jittered_lifetime(Duration::MAX, 3));
-        let mut conn = test_conn(Some(expires)).await;
-        conn.hint_timeout = Some(Duration::MAX);
-        assert_eq!(retire_reason(&conn, &huge, now, Some(Duration::MAX)), None);
-        assert_eq!(
-            retire_reason(&conn, &huge, now + MAX_DEADLINE_AHEAD, None),
-            Some(Evict::Lifetime)
-        );
-        // A margin no hint can beat: the server may close at any moment.
-        let all_margin = config(Duration::MAX, Duration::MAX);
-        let conn = test_conn(None).await;
-        assert_eq!(
-            retire_reason(&conn, &all_margin, now, Some(Duration::MAX)),
-            Some(Evict::LearnedTimeout)
-        );
-    }
-
-    #[test]
-    fn jitter_of_extreme_lifetimes_stays_within_ten_percent() {
-        for id in 0..200 {
-            let jittered = jittered_lifetime(Duration::MAX, id);
-            assert!(jittered <= Duration::MAX);
-            assert!(
-                jittered >= Duration::MAX - Duration::MAX / 10,
-                "{jittered:?}"
-            );
-            assert_eq!(jittered_lifetime(Duration::ZERO, id), Duration::ZERO);
-            assert_eq!(
-                jittered_lifetime(Duration::from_nanos(999), id),
-                Duration::from_nanos(999)
-            );
-        }
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent_and_varies() {
-        let lifetime = Duration::from_secs(600);
-        let values: Vec<Duration> = (0..200).map(|id| jittered_lifetime(lifetime, id)).collect();
-        for value in &values {
-            assert!(
-                *value <= lifetime && *value >= Duration::from_secs(540),
-                "{value:?}"
-            );
-        }
-        let distinct: std::collections::HashSet<_> = values.iter().collect();
-        assert!(
-            distinct.len() > 50,
-            "jitter should spread lifetimes, got {}",
-            distinct.len()
-        );
+impl<B> State<B> {
+    /// Takes idle connection `id` of `origin` out of its list and the index.
+    pub(super) fn take_idle(&mut self, origin: &Origin, id: u64) -> Option<Idle<B>> {
+        let entry = self.origins.get_mut(origin)?;
+        let position = entry.idle.iter().position(|idle| idle.conn.id == id)?;
+        let idle = entry.idle.remove(position)?;
+        self.idle.remove(&idle);
+        Some(idle)
     }
 }

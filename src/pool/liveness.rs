@@ -7,14 +7,51 @@
 //! connection; a `408` before closing is the usual case) means the connection must not
 //! be written to.
 
-use super::Conn;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Conn, Evict, Pool};
 use crate::io::Liveness;
+use crate::origin::Origin;
 
 /// `Ok` when the connection may be reused; otherwise what the peek found. A
 /// connection whose connector gives no socket handle cannot be checked and passes.
-pub(super) fn check<B>(conn: &Conn<B>) -> Result<(), Liveness> {
+fn check<B>(conn: &Conn<B>) -> Result<(), Liveness> {
     match conn.socket.as_ref().map(|socket| socket.peek()) {
         None | Some(Liveness::Alive) => Ok(()),
         Some(found) => Err(found),
+    }
+}
+
+impl<B> Pool<B> {
+    /// The last look before a pooled connection is reused. `None` when it was found
+    /// closed (and has been evicted).
+    pub(super) fn hand_out(
+        &self,
+        origin: &Origin,
+        conn: Conn<B>,
+        idle_for: Duration,
+    ) -> Option<Conn<B>> {
+        if self.config.check_before_reuse {
+            if let Err(liveness) = check(&conn) {
+                self.observe_server_close(origin, idle_for);
+                self.evict(
+                    origin,
+                    conn,
+                    Evict::ClosedByServer,
+                    idle_for,
+                    liveness.describe(),
+                );
+                return None;
+            }
+        }
+        self.counters.reuses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            origin = %origin,
+            conn = conn.id,
+            idle_ms = idle_for.as_millis() as u64,
+            "reusing pooled connection"
+        );
+        Some(conn)
     }
 }

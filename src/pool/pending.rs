@@ -15,8 +15,20 @@
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
+use std::time::Duration;
 
-use super::{Conn, Pool};
+use tokio::time::Instant;
+
+use super::{deadline, Closing, Conn, OriginState, Pool};
+use crate::config::PoolConfig;
+use crate::origin::Origin;
+
+/// What a check-in returns to the pool.
+pub(super) enum Returned<'a, B> {
+    Conn(Conn<B>),
+    /// A connection in its check-in task's cell, if a checkout has not taken it.
+    Pending(&'a Pending<B>),
+}
 
 /// A connection shared between its check-in task and the pool.
 pub(super) struct Pending<B> {
@@ -113,5 +125,64 @@ impl<B: Send + 'static> Pool<B> {
             pending,
         };
         tokio::spawn(task.run());
+    }
+
+    /// [`checkin`](Pool::checkin) from a connection's check-in task: the connection is
+    /// moved out of its cell under the pool's lock, unless a checkout took it.
+    fn checkin_pending(self: &Arc<Self>, pending: &Pending<B>, reusable: bool) {
+        self.checkin_inner(Returned::Pending(pending), reusable);
+    }
+}
+
+impl<B> Pool<B> {
+    /// A check-in task gave up connection `id` of `origin` (not ready after all, or
+    /// its runtime shut down): it is no longer pending.
+    fn forget_pending(&self, origin: &Origin, id: u64) {
+        let mut state = self.lock();
+        if let Some(entry) = state.origins.get_mut(origin) {
+            remove_pending(entry, id);
+        }
+    }
+}
+
+/// A connection of `entry` whose response has been read to its end, taken from its
+/// check-in task, if one passes the checks a check-in makes. Ones that fail go to
+/// `closing`.
+pub(super) fn take_ready_pending<B>(
+    entry: &mut OriginState<B>,
+    config: &PoolConfig,
+    now: Instant,
+    learned: Option<Duration>,
+    closing: &mut Vec<Closing<B>>,
+) -> Option<Conn<B>> {
+    // The most recent first: the likeliest to have just finished.
+    let mut i = entry.pending.len();
+    while i > 0 {
+        i -= 1;
+        let Some(conn) = entry.pending[i].take_if_ready() else {
+            continue;
+        };
+        entry.pending.swap_remove(i);
+        let retire = deadline::retire_reason(&conn, config, now, learned).or_else(|| {
+            let (deadline, reason) = deadline::deadline(&conn, config, now, learned);
+            (deadline <= now).then_some(reason)
+        });
+        match retire {
+            Some(reason) => closing.push(Closing {
+                conn,
+                since: now,
+                reason,
+                detail: "",
+            }),
+            None => return Some(conn),
+        }
+    }
+    None
+}
+
+/// Connection `id` of `entry` is no longer pending.
+pub(super) fn remove_pending<B>(entry: &mut OriginState<B>, id: u64) {
+    if let Some(position) = entry.pending.iter().position(|pending| pending.id == id) {
+        entry.pending.swap_remove(position);
     }
 }

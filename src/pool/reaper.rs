@@ -1,0 +1,149 @@
+//! The reaper: the task that closes idle connections when their deadlines pass.
+//!
+//! One task per pool sleeps until the earliest deadline in the pool's deadline index
+//! (not a fixed tick), closes what has expired, and ends when the pool is dropped; a
+//! check-in whose deadline comes first wakes it early. Now and then it also drops the
+//! learned timeouts that have relaxed away (see [`learn`]). If its runtime
+//! shuts down under a pool that lives on (a client in a static), the next check-in on
+//! another runtime starts a new one. Checkout refuses an expired connection on its own,
+//! so correctness never depends on when the reaper runs.
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{learn, Pool, State};
+
+/// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
+/// and ends at its next wake-up after the pool is gone (the pool's `Drop` wakes it).
+///
+/// `generation` tells this reaper from a later one: however the task ends (the pool
+/// is gone, or its runtime shut down and dropped it), it marks the pool as having no
+/// reaper, unless a newer one has started since, so that the next check-in starts one.
+fn reap<B: Send + 'static>(
+    pool: Weak<Pool<B>>,
+    wake: Arc<Notify>,
+    generation: u64,
+) -> impl Future<Output = ()> + Send {
+    // Made outside the `async` block so that it is dropped (and resets the flag) even
+    // if the task is dropped before it first runs.
+    let running = Running {
+        pool: pool.clone(),
+        generation,
+    };
+    async move {
+        let _running = running;
+        loop {
+            let next = match pool.upgrade() {
+                Some(pool) => pool.evict_expired(Instant::now()),
+                None => return,
+            };
+            match next {
+                Some(deadline) => {
+                    let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+}
+
+/// Marks the pool as having no reaper when the reaper task ends or is dropped.
+struct Running<B> {
+    pool: Weak<Pool<B>>,
+    generation: u64,
+}
+
+impl<B> Drop for Running<B> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.reaper_ended(self.generation);
+        }
+    }
+}
+
+impl<B: Send + 'static> Pool<B> {
+    /// Starts reaper `generation` on the current runtime. Never under the lock: on a
+    /// runtime that is shutting down, `spawn` drops the task at once, and its guard
+    /// takes the lock to record that the reaper ended.
+    pub(super) fn start_reaper(self: &Arc<Self>, generation: u64) {
+        let reaper = reap(
+            Arc::downgrade(self),
+            Arc::clone(&self.reaper_wake),
+            generation,
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(reaper)),
+            // A check-in outside any runtime (a drop in plain code): dropping the
+            // reaper marks the pool as having none, so the next check-in on a runtime
+            // starts one; checkout refuses expired connections meanwhile.
+            Err(_) => drop(reaper),
+        }
+    }
+}
+
+impl<B> Pool<B> {
+    /// Reaper bookkeeping for an idle connection just indexed under `key`, under the
+    /// lock: the generation of a reaper to start (after unlocking) when none runs;
+    /// otherwise the running one is woken if `key` is now the earliest deadline.
+    #[inline]
+    pub(super) fn reaper_for_new_deadline(
+        &self,
+        state: &mut State<B>,
+        key: (Instant, u64),
+    ) -> Option<u64> {
+        if !state.reaper_running {
+            state.reaper_running = true;
+            state.reaper_generation = state.reaper_generation.wrapping_add(1);
+            return Some(state.reaper_generation);
+        }
+        if state.idle.is_earliest(key) {
+            // The reaper sleeps until a later deadline; this one comes first.
+            self.reaper_wake.notify_one();
+        }
+        None
+    }
+
+    /// Drops every idle connection whose deadline has passed, and now and then the
+    /// learned timeouts that have relaxed away; returns when to run again, if ever.
+    fn evict_expired(&self, now: Instant) -> Option<Instant> {
+        let mut expired = Vec::new();
+        let next = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            while let Some((id, origin)) = state.idle.pop_expired(now) {
+                if let Some(idle) = state.take_idle(&origin, id) {
+                    expired.push((origin, idle));
+                }
+            }
+            if state.next_learned_prune.is_some_and(|at| now >= at) {
+                state.learned.prune(now, self.config.idle_timeout);
+                state.next_learned_prune = if state.learned.is_empty() {
+                    None
+                } else {
+                    now.checked_add(learn::PRUNE_INTERVAL)
+                };
+            }
+            match (state.idle.earliest(), state.next_learned_prune) {
+                (Some(deadline), Some(prune)) => Some(deadline.min(prune)),
+                (deadline, prune) => deadline.or(prune),
+            }
+        };
+        for (origin, idle) in expired {
+            let idle_for = now.saturating_duration_since(idle.since);
+            self.evict(&origin, idle.conn, idle.reason, idle_for, "");
+        }
+        next
+    }
+
+    /// Reaper `generation` ended (or never started): the next check-in starts another,
+    /// unless a newer one runs already.
+    fn reaper_ended(&self, generation: u64) {
+        let mut state = self.lock();
+        if state.reaper_generation == generation {
+            state.reaper_running = false;
+        }
+    }
+}
