@@ -69,6 +69,7 @@ mod client;
 mod config;
 pub mod connect;
 mod error;
+mod header;
 mod info;
 mod io;
 pub mod keepalive;
