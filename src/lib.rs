@@ -70,6 +70,7 @@ mod config;
 pub mod connect;
 mod dispatch;
 mod error;
+mod header;
 mod info;
 mod io;
 pub mod keepalive;

@@ -1,4 +1,10 @@
-//! The key the pool groups connections by: scheme, host and port.
+//! Where a request goes, in the forms each layer needs: the [`Origin`] the pool groups
+//! connections by, the `Host` header value, the host and port a connector dials, the
+//! origin-form request target written on the wire, and the origin named in errors.
+//!
+//! Every piece of code that takes a URI apart reads it through here, so that the pool
+//! key, the `Host` header and the error text always agree. A leaf below the pool: it
+//! imports only the error type.
 
 use std::fmt;
 
@@ -6,6 +12,16 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderValue;
 
 use crate::error::Error;
+
+/// The port a URI with `scheme` and no port of its own refers to; `None` for schemes
+/// the client does not speak.
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
 
 /// An origin in canonical form: the default port is left out, user information is
 /// dropped, and the host compares without regard to case (as `Authority` does).
@@ -22,15 +38,11 @@ impl Origin {
                 "`{uri}` has no scheme; the client needs an absolute URI such as http://host/path"
             ))
         })?;
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            other => {
-                return Err(Error::invalid_uri(format!(
-                    "`{uri}` has scheme `{other}`; only `http` and `https` are supported"
-                )))
-            }
-        };
+        let default_port = default_port(scheme.as_str()).ok_or_else(|| {
+            Error::invalid_uri(format!(
+                "`{uri}` has scheme `{scheme}`; only `http` and `https` are supported"
+            ))
+        })?;
         let authority = match uri.authority() {
             Some(a) if !a.host().is_empty() => a,
             _ => return Err(Error::invalid_uri(format!("`{uri}` has no host"))),
@@ -69,6 +81,39 @@ impl Origin {
         HeaderValue::from_str(self.authority.as_str())
             .expect("an Authority contains only valid header characters")
     }
+
+    /// `host[:port]` as in [`host_header`](Self::host_header), for messages.
+    pub(crate) fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+}
+
+/// The host a connector dials (an IPv6 literal keeps its brackets) and the port: the
+/// URI's own, else 443 for `https` and 80 for anything else (a connector that does not
+/// insist on `http` may be handed other schemes).
+// Only the built-in TCP connector needs it; until it reads URIs through here, only the
+// tests call it.
+#[allow(dead_code)]
+pub(crate) fn host_and_port(uri: &Uri) -> Result<(&str, u16), Error> {
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::invalid_uri(format!("`{uri}` has no host")))?;
+    let port = uri
+        .port_u16()
+        .or_else(|| uri.scheme_str().and_then(default_port))
+        .unwrap_or(80);
+    Ok((host, port))
+}
+
+/// The request target written on the wire for `uri` (RFC 9112 origin-form): its path
+/// and query, `/` when it has neither. Scheme and authority travel in the `Host`
+/// header instead.
+pub(crate) fn origin_form(uri: &Uri) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path)
 }
 
 /// How an error names the origin of `uri`: `scheme://host[:port]`, never with user
@@ -131,5 +176,31 @@ mod tests {
             origin("http://[::1]:81/").unwrap().host_header(),
             "[::1]:81"
         );
+    }
+
+    #[test]
+    fn origin_form_keeps_path_and_query_only() {
+        let target = |uri: &'static str| origin_form(&Uri::from_static(uri)).to_string();
+        assert_eq!(target("http://u:p@a.test:8080/x/y?z=1"), "/x/y?z=1");
+        assert_eq!(target("http://a.test"), "/");
+        assert_eq!(target("http://a.test?z=1"), "/?z=1");
+        assert_eq!(target("/already?origin=form"), "/already?origin=form");
+    }
+
+    #[test]
+    fn host_and_port_fall_back_to_the_scheme_default() {
+        let dial = |uri: &'static str| {
+            let uri = Uri::from_static(uri);
+            let (host, port) = host_and_port(&uri).unwrap();
+            (host.to_owned(), port)
+        };
+        assert_eq!(dial("http://a.test/"), ("a.test".to_owned(), 80));
+        assert_eq!(dial("https://a.test/"), ("a.test".to_owned(), 443));
+        assert_eq!(dial("https://a.test:8443/"), ("a.test".to_owned(), 8443));
+        assert_eq!(dial("http://u:p@[::1]:81/"), ("[::1]".to_owned(), 81));
+        assert_eq!(dial("ftp://a.test/"), ("a.test".to_owned(), 80));
+        let err = host_and_port(&Uri::from_static("/path")).unwrap_err();
+        assert!(err.is_invalid_uri());
+        assert!(err.to_string().contains("`/path` has no host"), "{err}");
     }
 }

@@ -1,0 +1,208 @@
+//! A live measurement of how long a server keeps an idle connection open.
+//!
+//! [`probe`] connects ([`TcpConnector`]), exchanges one request, then times the
+//! server's close (`measure`) and writes up what it saw ([`ProbeReport`]) with the
+//! settings of [`ProbeOptions`]. An operator's tool: nothing on a request's path
+//! leads here.
+
+mod measure;
+mod options;
+mod report;
+
+pub use options::ProbeOptions;
+pub use report::ProbeReport;
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, USER_AGENT};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::parity::Millis;
+use crate::connect::{SocketHandle, TcpConnector};
+use crate::error::{Error, Kind};
+use crate::origin::{origin_form, Origin};
+use crate::Progress;
+
+/// Measures how long the server at `uri` keeps an idle keep-alive connection open.
+///
+/// Opens one TCP connection with [`TcpConnector`], sends one request (`HEAD` unless
+/// [`ProbeOptions::method`] says otherwise) with a `Host` header, reads the response
+/// and its body to the end, records the `Keep-Alive`, `Connection` and `Server`
+/// headers, then holds the idle connection open and times how long the server takes
+/// to close it. **The probe holds the connection, and this future, for up to
+/// [`ProbeOptions::max_wait`]** (5 minutes by default) when the server does not
+/// close it sooner.
+///
+/// The time is measured from the moment the response body was read to its end, so it
+/// comes out slightly shorter than the server's timer, the safe direction.
+///
+/// Must run inside a tokio runtime (the connection is driven by a spawned task).
+///
+/// # Errors
+///
+/// - [`Error::is_invalid_uri`]: `uri` is not an absolute `http` URI with a host
+///   (`https` is not supported).
+/// - [`Error::is_config`]: an option is refused, or there is no tokio runtime.
+/// - [`Error::is_connect`]: resolving or connecting failed or timed out.
+/// - Otherwise the request failed; [`Error::request_progress`] says how far it got
+///   (a response that did not arrive within the response timeout reports an
+///   [`io::ErrorKind::TimedOut`] source).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use closefirst::keepalive::{probe, ProbeOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), closefirst::Error> {
+/// let uri = http::Uri::from_static("http://127.0.0.1:8080/");
+/// let report = probe(&uri, ProbeOptions::new().front_idle(Duration::from_secs(4))).await?;
+/// println!("server closed the idle connection after {:?}", report.idle_close);
+/// println!("use idle_timeout {:?}", report.recommended_idle_timeout());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Error> {
+    options.validate()?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::config(
+            "keepalive::probe must run inside a tokio runtime",
+        ));
+    }
+    let (origin, target) = request_target(uri)?;
+
+    let io = match tokio::time::timeout(
+        options.connect_timeout,
+        TcpConnector::new().oneshot(uri.clone()),
+    )
+    .await
+    {
+        Ok(connected) => connected?,
+        Err(_) => return Err(Error::new(Kind::ConnectTimeout(options.connect_timeout))),
+    };
+    let socket = io.handle();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|e| Error::connect(format!("{} (HTTP/1.1 handshake)", origin.authority()), e))?;
+    let mut driver = measure::spawn_driver(connection);
+
+    let request = Request::builder()
+        .method(options.method.clone())
+        .uri(target)
+        .header(HOST, origin.host_header())
+        .header(
+            USER_AGENT,
+            concat!("closefirst-probe/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::invalid_uri(format!("`{uri}`: {e}")))?;
+
+    let exchange = async {
+        sender
+            .ready()
+            .await
+            .map_err(|e| Error::request(Progress::NotWritten, false, e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Error::request(progress(&socket), false, e))?;
+        let (head, mut body) = response.into_parts();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| Error::request(Progress::ResponseStarted, false, e))?;
+        }
+        Ok::<_, Error>((head, Instant::now()))
+    };
+    let (head, drained_at) = match tokio::time::timeout(options.response_timeout, exchange).await {
+        Ok(result) => result?,
+        Err(_) => {
+            driver.abort();
+            let timed_out = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no complete response within the probe's response timeout of {}",
+                    Millis(options.response_timeout)
+                ),
+            );
+            return Err(Error::request(progress(&socket), false, timed_out));
+        }
+    };
+
+    let idle_close = if report::refuses_keep_alive(head.version, &head.headers) {
+        Some(Duration::ZERO)
+    } else {
+        measure::wait_for_close(&mut driver, drained_at, options.max_wait).await
+    };
+    drop(sender);
+    measure::shut_down(&mut driver).await;
+    Ok(ProbeReport::new(
+        &head,
+        socket.remote_addr(),
+        idle_close,
+        &options,
+    ))
+}
+
+/// The origin (for the `Host` header) and the origin-form request target for `uri`,
+/// which must be an absolute plain-`http` URI.
+fn request_target(uri: &Uri) -> Result<(Origin, Uri), Error> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Error::invalid_uri(format!(
+                "`{uri}`: the probe speaks plain `http` only, not `https`"
+            )))
+        }
+        Some(other) => {
+            return Err(Error::invalid_uri(format!(
+                "`{uri}`: unsupported scheme `{other}`; the probe speaks plain `http` only"
+            )))
+        }
+        None => {
+            return Err(Error::invalid_uri(format!(
+                "`{uri}` is not absolute; write it as http://host[:port]/path"
+            )))
+        }
+    }
+    Ok((Origin::from_uri(uri)?, origin_form(uri)))
+}
+
+/// How far the request got, from the socket's byte counters (the connection is new,
+/// so every byte belongs to this request).
+fn progress(socket: &SocketHandle) -> Progress {
+    if socket.bytes_read() > 0 {
+        Progress::ResponseStarted
+    } else if socket.bytes_written() > 0 {
+        Progress::WrittenNoResponse
+    } else {
+        Progress::NotWritten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_target_rules() {
+        let (origin, target) =
+            request_target(&Uri::from_static("http://a.test:8080/x?y=1")).unwrap();
+        assert_eq!(origin.host_header(), "a.test:8080");
+        assert_eq!(target, "/x?y=1");
+        let (origin, target) = request_target(&Uri::from_static("http://u:p@[::1]")).unwrap();
+        assert_eq!(origin.host_header(), "[::1]");
+        assert_eq!(target, "/");
+        // The same Host and target the client sends: no default port, and a query
+        // with no path goes to `/`.
+        let (origin, target) = request_target(&Uri::from_static("http://a.test:80?y=1")).unwrap();
+        assert_eq!(origin.host_header(), "a.test");
+        assert_eq!(target, "/?y=1");
+        for bad in ["https://a.test/", "ftp://a.test/", "/path", "a.test:80"] {
+            let err = request_target(&bad.parse().unwrap()).unwrap_err();
+            assert!(err.is_invalid_uri(), "{bad}: {err}");
+        }
+    }
+}
