@@ -20,7 +20,6 @@ use crate::connect::Connection;
 use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
-use crate::origin::Origin;
 use crate::pool::{ConnectFn, Connected, Pool};
 use crate::retry::{self, Policy, ReplayBody, Retrier, RetryCounters};
 
@@ -114,18 +113,6 @@ impl<B: Body> Client<B> {
             refusals,
             ..self.dispatch.pool.stats()
         }
-    }
-
-    /// Not public API: checks a connection for `uri`'s origin out of the pool and
-    /// returns it at once, so benchmarks can measure the pool without the network.
-    #[doc(hidden)]
-    pub async fn __checkout_and_return(&self, uri: &Uri) -> Result<bool, Error> {
-        let origin = Origin::from_uri(uri)?;
-        let pool = &self.dispatch.pool;
-        let checkout = pool.checkout(&origin, false).await?;
-        let reused = checkout.reused;
-        pool.checkin(checkout.conn, true);
-        Ok(reused)
     }
 }
 

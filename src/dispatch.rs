@@ -3,7 +3,7 @@
 //! Where it sits: below the retry layer ([`crate::retry`]), which calls [`Dispatch::send`]
 //! once per attempt, and above the pool ([`crate::pool`]). One attempt is: rewrite the
 //! request for the wire (`Host`, origin-form target), check a connection out, send on
-//! hyper, and on a failure tell how far the request got ([`progress_since`]). A request
+//! hyper, and on a failure tell how far the request got (`io::progress`). A request
 //! that hyper hands back unsent is resent here, on a fresh connection, without copying
 //! anything. [`InFlight`] closes (and counts) a connection whose request was abandoned.
 
@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HOST;
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::connect::SocketHandle;
 use crate::error::{Error, Progress};
 use crate::info::ConnectionInfo;
-use crate::origin::Origin;
+use crate::io::{self, SocketHandle};
+use crate::origin::{self, Origin};
 use crate::pool::{Checkout, Conn, Evict, Pool};
 use crate::retry::{AttemptsMade, FreshConnection, ReplayBody, RetryCounters};
 
@@ -56,12 +55,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, origin.host_header());
         }
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
+        *req.uri_mut() = origin::origin_form(req.uri());
         let mut fresh = req.extensions_mut().remove::<FreshConnection>().is_some();
         let mut attempts = req
             .extensions_mut()
@@ -84,7 +78,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             let body = req.body().observer();
             let mut conn = InFlight::new(pool, conn);
             conn.begin_request(req.headers());
-            let before = conn.socket.as_ref().map(ByteCounts::of);
+            let before = conn.socket.as_ref().map(SocketHandle::mark);
             let sent = conn.tx.try_send_request(req).await;
             let mut conn = conn.landed();
             match sent {
@@ -135,7 +129,8 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                         )
                         .with_attempts(attempts));
                     }
-                    let progress = progress_since(before, conn.socket.as_ref());
+                    let progress =
+                        io::progress(before, conn.socket.as_ref().map(SocketHandle::mark));
                     let error = error.into_error();
                     if body.has_failed() {
                         // The caller's body broke, not the connection: nothing to learn
@@ -155,41 +150,6 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                 }
             }
         }
-    }
-}
-
-/// A connection's byte counters, read just before a request goes out.
-#[derive(Clone, Copy)]
-struct ByteCounts {
-    written: u64,
-    read: u64,
-}
-
-impl ByteCounts {
-    fn of(socket: &SocketHandle) -> ByteCounts {
-        ByteCounts {
-            written: socket.bytes_written(),
-            read: socket.bytes_read(),
-        }
-    }
-}
-
-/// How far a failed request got, from the counters read `before` it went out and the
-/// socket now. "Response started" means a response byte reached hyper; "written" is
-/// conservative: any byte on the wire.
-fn progress_since(before: Option<ByteCounts>, socket: Option<&SocketHandle>) -> Progress {
-    match (before, socket) {
-        (Some(before), Some(socket)) => {
-            if socket.bytes_read() > before.read {
-                Progress::ResponseStarted
-            } else if socket.bytes_written() > before.written {
-                Progress::WrittenNoResponse
-            } else {
-                Progress::NotWritten
-            }
-        }
-        // Without a socket handle nobody can tell: assume the worst.
-        _ => Progress::ResponseStarted,
     }
 }
 

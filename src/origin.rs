@@ -93,7 +93,6 @@ impl Origin {
 /// insist on `http` may be handed other schemes).
 // Only the built-in TCP connector needs it; until it reads URIs through here, only the
 // tests call it.
-#[allow(dead_code)]
 pub(crate) fn host_and_port(uri: &Uri) -> Result<(&str, u16), Error> {
     let host = uri
         .host()

@@ -16,6 +16,7 @@ use tokio::net::TcpSocket;
 use super::keepalive::{millis, TcpKeepalive};
 use crate::error::Error;
 use crate::io::{set_user_timeout, TcpIo};
+use crate::origin;
 
 /// The largest `TCP_USER_TIMEOUT` Linux accepts: the option is a C `int` of
 /// milliseconds, and a negative one is refused.
@@ -125,16 +126,7 @@ impl TcpConnector {
                  use PoolLayer with a TLS connector for `https`"
             )));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::invalid_uri(format!("`{uri}` has no host")))?;
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
+        let (host, port) = origin::host_and_port(&uri)?;
         let bare_host = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match bare_host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],

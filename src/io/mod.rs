@@ -26,6 +26,5 @@ mod tcp;
 pub use crate::info::SocketOptions;
 pub(crate) use options::{keepalive_params, set_user_timeout};
 pub(crate) use peek::Liveness;
-#[allow(unused_imports)] // client.rs and keepalive/probe.rs switch to these at merge
 pub(crate) use progress::{progress, Mark};
 pub use tcp::{SocketHandle, TcpIo};

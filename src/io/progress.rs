@@ -8,10 +8,6 @@
 //! conservative: any byte on the wire); otherwise nothing was written. A connection
 //! with no socket handle cannot be told apart, so it counts as the worst case.
 
-// Nothing outside the tests calls this yet: client.rs and keepalive/probe.rs, owned by
-// other work in flight, switch to it when the branches are merged.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::tcp::SocketHandle;
 use crate::error::Progress;
 

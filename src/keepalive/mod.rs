@@ -57,10 +57,3 @@ pub use crate::header::{parse, KeepAlive, ParseError};
 pub use duration::{parse_duration, DurationError};
 pub use parity::{check_parity, ParityError};
 pub use probe::{probe, ProbeOptions, ProbeReport};
-
-// Transitional: src/pool/conn.rs (and its tests) still import these from here. Once
-// it imports `crate::header` directly, delete both lines so that the pool never
-// reaches into the guardrail tools.
-pub(crate) use crate::header::from_headers;
-#[cfg(test)]
-pub(crate) use crate::header::KEEP_ALIVE;

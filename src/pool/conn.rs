@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderMap, CONNECTION};
+use http::header::HeaderMap;
 use http::Uri;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{deadline, Checkout, Evict, Pool, Slot};
 use crate::connect::SocketHandle;
 use crate::error::{Error, Kind};
-use crate::keepalive;
+use crate::header;
 use crate::origin::Origin;
 
 /// A freshly opened connection as the connector and handshake produce it.
@@ -93,13 +93,13 @@ impl<B> Conn<B> {
     pub(crate) fn begin_request(&mut self, request_headers: &HeaderMap) {
         self.requests += 1;
         self.server_remaining = self.server_remaining.map(|n| n.saturating_sub(1));
-        self.close |= has_close_token(request_headers);
+        self.close |= header::connection_has(request_headers, "close");
     }
 
     /// Reads what the response head says about the connection's future.
     pub(crate) fn observe_response(&mut self, headers: &HeaderMap) {
-        self.close |= has_close_token(headers);
-        match keepalive::from_headers(headers) {
+        self.close |= header::connection_has(headers, "close");
+        match header::from_headers(headers) {
             Ok(Some(hint)) => {
                 if let Some(timeout) = hint.timeout {
                     self.hint_timeout = Some(timeout.min(MAX_KEEP_ALIVE_HINT));
@@ -208,19 +208,6 @@ fn next_connection_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Whether a `Connection` header lists the `close` option.
-///
-/// The pool's only reading of `Connection` tokens, kept apart so that the shared header
-/// parsing (`crate::header`) can take its place in one edit.
-fn has_close_token(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -244,32 +231,20 @@ pub(super) mod tests {
         let mut conn = test_conn(None).await;
         let mut headers = HeaderMap::new();
         headers.insert(
-            keepalive::KEEP_ALIVE,
+            header::KEEP_ALIVE,
             "timeout=18446744073709551615".parse().unwrap(),
         );
         conn.observe_response(&headers);
         assert_eq!(conn.hint_timeout, Some(MAX_KEEP_ALIVE_HINT));
-        headers.insert(keepalive::KEEP_ALIVE, "timeout=86399".parse().unwrap());
+        headers.insert(header::KEEP_ALIVE, "timeout=86399".parse().unwrap());
         conn.observe_response(&headers);
         assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
         // A malformed hint leaves the last good one in place.
         headers.insert(
-            keepalive::KEEP_ALIVE,
+            header::KEEP_ALIVE,
             "timeout=99999999999999999999".parse().unwrap(),
         );
         conn.observe_response(&headers);
         assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
-    }
-
-    #[test]
-    fn close_token_is_found_in_lists_and_any_case() {
-        let mut headers = HeaderMap::new();
-        assert!(!has_close_token(&headers));
-        headers.insert(CONNECTION, "keep-alive".parse().unwrap());
-        assert!(!has_close_token(&headers));
-        headers.insert(CONNECTION, "Upgrade, CLOSE ".parse().unwrap());
-        assert!(has_close_token(&headers));
-        headers.insert(CONNECTION, "closed".parse().unwrap());
-        assert!(!has_close_token(&headers));
     }
 }

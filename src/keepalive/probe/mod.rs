@@ -23,8 +23,9 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::parity::Millis;
-use crate::connect::{SocketHandle, TcpConnector};
+use crate::connect::TcpConnector;
 use crate::error::{Error, Kind};
+use crate::io::Mark;
 use crate::origin::{origin_form, Origin};
 use crate::Progress;
 
@@ -109,7 +110,7 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| Error::request(progress(&socket), false, e))?;
+            .map_err(|e| Error::request(Mark::ZERO.progress_to(socket.mark()), false, e))?;
         let (head, mut body) = response.into_parts();
         while let Some(frame) = body.frame().await {
             frame.map_err(|e| Error::request(Progress::ResponseStarted, false, e))?;
@@ -127,7 +128,11 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
                     Millis(options.response_timeout)
                 ),
             );
-            return Err(Error::request(progress(&socket), false, timed_out));
+            return Err(Error::request(
+                Mark::ZERO.progress_to(socket.mark()),
+                false,
+                timed_out,
+            ));
         }
     };
 
@@ -168,18 +173,6 @@ fn request_target(uri: &Uri) -> Result<(Origin, Uri), Error> {
         }
     }
     Ok((Origin::from_uri(uri)?, origin_form(uri)))
-}
-
-/// How far the request got, from the socket's byte counters (the connection is new,
-/// so every byte belongs to this request).
-fn progress(socket: &SocketHandle) -> Progress {
-    if socket.bytes_read() > 0 {
-        Progress::ResponseStarted
-    } else if socket.bytes_written() > 0 {
-        Progress::WrittenNoResponse
-    } else {
-        Progress::NotWritten
-    }
 }
 
 #[cfg(test)]

@@ -68,10 +68,8 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Malformed>
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in text(header.value)?.split(',').map(str::trim) {
-                says_close |= token.eq_ignore_ascii_case("close");
-                says_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-            }
+            says_close |= crate::header::list_has(header.value, "close");
+            says_keep_alive |= crate::header::list_has(header.value, "keep-alive");
         }
     }
     head.body = if chunked {
