@@ -20,6 +20,7 @@ use crate::connect::Connection;
 use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
+use crate::origin;
 use crate::pool::{ConnectFn, Connected, Pool};
 use crate::retry::{self, Policy, ReplayBody, Retrier, RetryCounters};
 
@@ -62,7 +63,7 @@ impl<B: Body> Client<B> {
                 let socket = io.socket();
                 let (tx, driver) = hyper::client::conn::http1::handshake(io)
                     .await
-                    .map_err(|e| Error::connect(origin_text(&uri), e))?;
+                    .map_err(|e| Error::connect(origin::describe(&uri), e))?;
                 Ok(Connected {
                     tx,
                     socket,
@@ -116,19 +117,12 @@ impl<B: Body> Client<B> {
     }
 }
 
-fn origin_text(uri: &Uri) -> String {
-    match (uri.scheme(), uri.authority()) {
-        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
-        _ => uri.to_string(),
-    }
-}
-
 /// A connector's error as the client reports it: the built-in connector already
 /// returns a classified [`Error`]; anything else is a connect error with its cause.
 fn connect_error(error: BoxError, uri: &Uri) -> Error {
     match error.downcast::<Error>() {
         Ok(error) => *error,
-        Err(other) => Error::connect(origin_text(uri), other),
+        Err(other) => Error::connect(origin::describe(uri), other),
     }
 }
 

@@ -60,6 +60,34 @@
 //!
 //! `Client` is also a `tower::Service<http::Request<B>>`, and [`PoolLayer`] builds one
 //! over a connector of your own.
+//!
+//! # How a request flows
+//!
+//! The source tree reads in the order one request takes through it; imports only point
+//! down this list.
+//!
+//! 1. `client` ([`Client::request`]) hands the request to the retry future (`retry`:
+//!    [`retry::Policy`], [`retry::ReplayBody`], [`retry::RetryLayer`]), which keeps the
+//!    head and records the body while more than one attempt is allowed.
+//! 2. Each attempt goes to `dispatch`: it keys the request by `origin` (scheme, host,
+//!    port; `Host` header; origin-form target), checks a connection out of `pool`, and
+//!    sends the request on hyper. On a failure it asks `io` how far the request got
+//!    ([`Progress`], from the bytes that crossed the socket).
+//! 3. `pool` hands out the most recently idled connection whose deadline has not
+//!    passed, after one look at its socket (`io`'s peek); otherwise it opens one through
+//!    a [`connect`] connector (`TcpConnector` sets [`TcpKeepalive`] and the other socket
+//!    options), or waits in a FIFO queue at `max_connections_per_origin`.
+//! 4. On the response head, `header` reads `Connection` and `Keep-Alive`; when the body
+//!    ends, the pool checks the connection in with a deadline below the server's known,
+//!    hinted or learned idle timeout, and a reaper closes it when that passes.
+//! 5. Back in `retry`, a failure is resent or returned by the policy's rules, with
+//!    [`Error`] reporting the furthest any attempt got.
+//!
+//! The leaves under all of it: `error` ([`Error`], [`Progress`]), `config` (every
+//! default and its validation), `info` ([`ConnectionInfo`], [`PoolStats`]), `header`,
+//! `origin`. Beside the path, not on it: [`keepalive`] (operators' guardrails: parity,
+//! durations with units, the probe) and `lab` (feature `lab`: the race lab, the one
+//! test and lab origin server, in-memory connections).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -18,9 +18,9 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use super::{deadline, Checkout, Evict, Pool, Slot};
-use crate::connect::SocketHandle;
 use crate::error::{Error, Kind};
 use crate::header;
+use crate::io::SocketHandle;
 use crate::origin::Origin;
 
 /// A freshly opened connection as the connector and handshake produce it.
