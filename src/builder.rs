@@ -90,7 +90,10 @@ impl Builder {
     }
 
     /// How many idle connections to keep per origin; past it the least recently used
-    /// one is closed. `0` turns reuse off. Defaults to 32.
+    /// one is closed. `0` turns reuse off. Idle connections are closed after
+    /// `idle_timeout` anyway, so the list holds at most the origin's recent peak
+    /// concurrency; a cap below that peak makes every burst reconnect. Set one to
+    /// bound memory or server-side sockets per origin. Defaults to no limit.
     pub fn max_idle_per_origin(mut self, max: usize) -> Self {
         self.config.max_idle_per_origin = max;
         self
@@ -367,7 +370,7 @@ mod tests {
         let config = Builder::new().validate().unwrap();
         assert_eq!(config.idle_timeout, Duration::from_secs(4));
         assert_eq!(config.keep_alive_margin, Duration::from_secs(1));
-        assert_eq!(config.max_idle_per_origin, 32);
+        assert_eq!(config.max_idle_per_origin, usize::MAX);
         assert_eq!(config.max_connections_per_origin, None);
         assert_eq!(config.checkout_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.connect_timeout, Some(Duration::from_secs(10)));

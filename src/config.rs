@@ -15,8 +15,13 @@ pub const DEFAULT_KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 /// The default margin is at most this share (1/4) of `idle_timeout`, so that a short
 /// `idle_timeout` set on its own always builds.
 const DEFAULT_MARGIN_DIVISOR: u32 = 4;
-/// Default [`Builder::max_idle_per_origin`](crate::Builder::max_idle_per_origin).
-pub const DEFAULT_MAX_IDLE_PER_ORIGIN: usize = 32;
+/// Default [`Builder::max_idle_per_origin`](crate::Builder::max_idle_per_origin): no
+/// limit (`usize::MAX`). An idle connection lives at most `idle_timeout` (or less, by
+/// the server's hint or the learned timeout), so the idle list never holds more than
+/// the origin's peak concurrency of the last few seconds, connections the process was
+/// already holding open; a lower cap turns every burst above it into closes and
+/// reconnects, handshakes at the busiest moment.
+pub const DEFAULT_MAX_IDLE_PER_ORIGIN: usize = usize::MAX;
 /// Default [`Builder::checkout_timeout`](crate::Builder::checkout_timeout).
 pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`Builder::connect_timeout`](crate::Builder::connect_timeout).
