@@ -15,7 +15,7 @@
 //! - `concurrent_64`: 64 GETs at once per iteration (64 spawned tasks joined with a
 //!   `JoinSet`), reported as elements per second. A third entry,
 //!   `closefirst_max_idle_64`, is closefirst with `max_idle_per_origin(64)` (every
-//!   other option at its default); with the default (no idle cap, since issue 11) the
+//!   other option at its default); with the default (no idle cap) the
 //!   two closefirst entries should match, and both open 64 connections.
 //!
 //! The runtime is multi-threaded with 2 workers; the server's connection tasks share it.
