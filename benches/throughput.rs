@@ -1,30 +1,45 @@
 //! Request throughput of closefirst against hyper-util's legacy client (the pool reqwest
-//! uses), in the same process, against the same in-process hyper server on 127.0.0.1.
+//! uses) and a raw keep-alive client, in the same process, against the same server on
+//! 127.0.0.1.
 //!
 //! ```text
 //! cargo bench --bench throughput
+//! # nginx from PATH, or another binary; without one the nginx groups are skipped:
+//! apt-get install -y nginx
+//! NGINX=/usr/sbin/nginx cargo bench --bench throughput -- nginx
 //! ```
 //!
-//! Groups, each with `closefirst` and `hyper_util_legacy`, both clients at their
-//! defaults:
+//! Each group has `closefirst` and `hyper_util_legacy`, both clients at their defaults,
+//! and `raw`: N persistent sockets, one write of a fixed `GET / HTTP/1.1` and reads
+//! until the response's head and `Content-Length` body are in, no pool, no timers
+//! (`benches/support/raw.rs`). It is the physical reference: what the server, the
+//! runtime and the loopback allow. All three send the same request (`GET /`, one
+//! `host` header), read the body to the end and check its length.
 //! - `sequential`: one GET at a time, its 13-byte body read to the end, so the
 //!   keep-alive connection is reused (the server sees 1 or 2 connections in ~100,000
 //!   requests: a checkout takes a connection whose body just ended even before its
 //!   check-in task has run, except in the rare case where hyper's connection task on
-//!   another worker has not yet marked it ready);
+//!   another worker has not yet marked it ready); `raw` uses one socket;
 //! - `concurrent_64`: 64 GETs at once per iteration (64 spawned tasks joined with a
-//!   `JoinSet`), reported as elements per second. A third entry,
-//!   `closefirst_max_idle_64`, is closefirst with `max_idle_per_origin(64)` (every
-//!   other option at its default); with the default (no idle cap) the
-//!   two closefirst entries should match, and both open 64 connections.
+//!   `JoinSet`), reported as elements per second; `raw` uses 64 sockets, one per task.
+//! - `nginx_sequential`, `nginx_concurrent_64`: the same against a real nginx that the
+//!   bench starts (`benches/support/nginx.rs`: one worker, `keepalive_timeout 75s`,
+//!   `return 200 "ok\n";`, files in a temporary directory) and stops at the end of the
+//!   group. Skipped with a note on stderr when there is no `nginx` binary.
 //!
-//! The runtime is multi-threaded with 2 workers; the server's connection tasks share it.
-//! closefirst closes connections idle for 4 s by default: the warm-up right before each
-//! measurement and the back-to-back measured requests keep every gap far below that.
-//! After each benchmark, the number of connections the server accepted during it is
-//! printed to stderr, so connection churn (not just reuse) is visible.
+//! Within a group criterion runs the entries one after another, each with its own
+//! warm-up, in the order closefirst, hyper-util, raw; compare ratios within one run.
+//! The runtime is multi-threaded with 2 workers; the in-process server's connection
+//! tasks share it, nginx runs in its own process. closefirst closes connections idle
+//! for 4 s by default: the warm-up right before each measurement and the back-to-back
+//! measured requests keep every gap far below that. After each benchmark against the
+//! in-process server, the number of connections it accepted during that benchmark is
+//! printed to stderr, so connection churn (not just reuse) is visible; closefirst's own
+//! counts are printed for every server.
 
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
+
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +59,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
+
+use support::nginx::Nginx;
+use support::raw::RawClient;
 
 const BODY: &[u8] = b"hello, world\n";
 const CONCURRENCY: usize = 64;
@@ -84,58 +102,88 @@ async fn start_server(accepted: Accepted) -> SocketAddr {
     addr
 }
 
+/// The server under test and what every response from it looks like.
+struct Target {
+    addr: SocketAddr,
+    uri: Uri,
+    body_len: usize,
+    /// Counted only for the in-process server.
+    accepted: Option<Accepted>,
+}
+
+impl Target {
+    fn new(addr: SocketAddr, body_len: usize, accepted: Option<Accepted>) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            uri: format!("http://{addr}/").parse().unwrap(),
+            body_len,
+            accepted,
+        })
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.as_ref().map_or(0, Accepted::get)
+    }
+}
+
+/// The clients, in the order each group measures them.
+const SUBJECTS: [&str; 3] = ["closefirst", "hyper_util_legacy", "raw"];
+
 /// The client under test.
 #[derive(Clone)]
 enum Subject {
     Closefirst(closefirst::Client<Empty<Bytes>>),
     HyperUtilLegacy(LegacyClient),
+    Raw(RawClient),
 }
 
 impl Subject {
-    /// Both clients at their defaults.
-    fn defaults() -> Vec<(&'static str, Subject)> {
-        let closefirst = closefirst::Client::builder()
-            .build()
-            .expect("the defaults are valid");
-        let legacy = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build_http::<Empty<Bytes>>();
-        vec![
-            ("closefirst", Subject::Closefirst(closefirst)),
-            ("hyper_util_legacy", Subject::HyperUtilLegacy(legacy)),
-        ]
+    /// The client named `name` (one of `SUBJECTS`): closefirst and hyper-util at their
+    /// defaults, which connect on demand; `raw` with `connections` sockets open.
+    async fn new(name: &str, target: &Target, connections: usize) -> Subject {
+        match name {
+            "closefirst" => Subject::Closefirst(
+                closefirst::Client::builder()
+                    .build()
+                    .expect("the defaults are valid"),
+            ),
+            "hyper_util_legacy" => Subject::HyperUtilLegacy(
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .build_http::<Empty<Bytes>>(),
+            ),
+            "raw" => Subject::Raw(
+                RawClient::connect(target.addr, connections)
+                    .await
+                    .expect("the bench server accepts connections"),
+            ),
+            _ => unreachable!("SUBJECTS lists every name"),
+        }
     }
 
-    /// closefirst with room for `CONCURRENCY` idle connections (every other option at
-    /// its default, the idle timeout included). By default it keeps 32 idle
-    /// connections per origin where hyper-util keeps any number, so 64 concurrent
-    /// requests make it close and reopen 32 connections per iteration.
-    fn closefirst_max_idle() -> (&'static str, Subject) {
-        let client = closefirst::Client::builder()
-            .max_idle_per_origin(CONCURRENCY)
-            .build()
-            .expect("valid settings");
-        ("closefirst_max_idle_64", Subject::Closefirst(client))
-    }
-
-    /// One GET with its body read to the end; returns the body's length.
-    async fn get(&self, uri: &Uri) -> usize {
-        let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
-        let resp: http::Response<Incoming> = match self {
-            Subject::Closefirst(client) => client.request(req).await.unwrap(),
-            Subject::HyperUtilLegacy(client) => client.request(req).await.unwrap(),
+    /// One GET with its body read to the end; returns the body's length. `slot` picks
+    /// the raw client's socket; the pools pick their own connection.
+    async fn get(&self, target: &Target, slot: usize) -> usize {
+        let len = match self {
+            Subject::Closefirst(client) => {
+                let req = Request::get(target.uri.clone()).body(Empty::new()).unwrap();
+                read_to_end(client.request(req).await.unwrap()).await
+            }
+            Subject::HyperUtilLegacy(client) => {
+                let req = Request::get(target.uri.clone()).body(Empty::new()).unwrap();
+                read_to_end(client.request(req).await.unwrap()).await
+            }
+            Subject::Raw(client) => client.get(slot).await.unwrap(),
         };
-        assert!(resp.status().is_success());
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body.len(), BODY.len());
-        body.len()
+        assert_eq!(len, target.body_len);
+        len
     }
 
-    async fn get_concurrently(&self, uri: &Uri, n: usize) -> usize {
+    async fn get_concurrently(&self, target: &Arc<Target>, n: usize) -> usize {
         let mut set = JoinSet::new();
-        for _ in 0..n {
+        for slot in 0..n {
             let subject = self.clone();
-            let uri = uri.clone();
-            set.spawn(async move { subject.get(&uri).await });
+            let target = Arc::clone(target);
+            set.spawn(async move { subject.get(&target, slot).await });
         }
         let mut total = 0;
         while let Some(len) = set.join_next().await {
@@ -143,6 +191,11 @@ impl Subject {
         }
         total
     }
+}
+
+async fn read_to_end(resp: http::Response<Incoming>) -> usize {
+    assert!(resp.status().is_success());
+    resp.into_body().collect().await.unwrap().to_bytes().len()
 }
 
 fn runtime() -> Runtime {
@@ -160,74 +213,105 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
         .measurement_time(Duration::from_secs(5));
 }
 
-fn report_connections(
-    group: &str,
-    name: &str,
-    subject: &Subject,
-    accepted: &Accepted,
-    before: usize,
-) {
-    eprintln!(
-        "{group}/{name}: the server accepted {} connection(s) during this benchmark",
-        accepted.get() - before
-    );
-    if let Subject::Closefirst(client) = subject {
-        let stats = client.stats();
+fn report_connections(group: &str, name: &str, subject: &Subject, target: &Target, before: usize) {
+    if target.accepted.is_some() {
         eprintln!(
-            "{group}/{name}: closefirst opened {}, reused {}, evicted {:?}",
-            stats.connections_opened, stats.reuses, stats.evictions
+            "{group}/{name}: the server accepted {} connection(s) during this benchmark",
+            target.accepted() - before
         );
     }
+    match subject {
+        Subject::Closefirst(client) => {
+            let stats = client.stats();
+            eprintln!(
+                "{group}/{name}: closefirst opened {}, reused {}, evicted {:?}",
+                stats.connections_opened, stats.reuses, stats.evictions
+            );
+        }
+        Subject::Raw(client) => eprintln!("{group}/{name}: {} socket(s)", client.len()),
+        Subject::HyperUtilLegacy(_) => {}
+    }
+}
+
+/// One GET at a time.
+fn sequential_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &Arc<Target>) {
+    let mut group = c.benchmark_group(group_name);
+    configure(&mut group);
+    for name in SUBJECTS {
+        let before = target.accepted();
+        let subject = rt.block_on(Subject::new(name, target, 1));
+        // Warm right before measuring: the connection is open and idle for microseconds.
+        rt.block_on(async {
+            for _ in 0..100 {
+                subject.get(target, 0).await;
+            }
+        });
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter(|| subject.get(target, 0));
+        });
+        report_connections(group_name, name, &subject, target, before);
+    }
+    group.finish();
+}
+
+/// `CONCURRENCY` GETs at once per iteration.
+fn concurrent_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &Arc<Target>) {
+    let mut group = c.benchmark_group(group_name);
+    configure(&mut group);
+    group.throughput(Throughput::Elements(CONCURRENCY as u64));
+    for name in SUBJECTS {
+        let before = target.accepted();
+        let subject = rt.block_on(Subject::new(name, target, CONCURRENCY));
+        rt.block_on(async {
+            for _ in 0..20 {
+                subject.get_concurrently(target, CONCURRENCY).await;
+            }
+        });
+        group.bench_function(name, |b| {
+            b.to_async(rt)
+                .iter(|| subject.get_concurrently(target, CONCURRENCY));
+        });
+        report_connections(group_name, name, &subject, target, before);
+    }
+    group.finish();
+}
+
+fn in_process_target(rt: &Runtime) -> Arc<Target> {
+    let accepted = Accepted::default();
+    let addr = rt.block_on(start_server(accepted.clone()));
+    Target::new(addr, BODY.len(), Some(accepted))
 }
 
 fn sequential(c: &mut Criterion) {
     let rt = runtime();
-    let accepted = Accepted::default();
-    let addr = rt.block_on(start_server(accepted.clone()));
-    let uri: Uri = format!("http://{addr}/").parse().unwrap();
-    let mut group = c.benchmark_group("sequential");
-    configure(&mut group);
-    for (name, subject) in Subject::defaults() {
-        let before = accepted.get();
-        // Warm right before measuring: the connection is open and idle for microseconds.
-        rt.block_on(async {
-            for _ in 0..100 {
-                subject.get(&uri).await;
-            }
-        });
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| subject.get(&uri));
-        });
-        report_connections("sequential", name, &subject, &accepted, before);
-    }
-    group.finish();
+    let target = in_process_target(&rt);
+    sequential_group(c, &rt, "sequential", &target);
 }
 
 fn concurrent(c: &mut Criterion) {
     let rt = runtime();
-    let accepted = Accepted::default();
-    let addr = rt.block_on(start_server(accepted.clone()));
-    let uri: Uri = format!("http://{addr}/").parse().unwrap();
-    let mut group = c.benchmark_group("concurrent_64");
-    configure(&mut group);
-    group.throughput(Throughput::Elements(CONCURRENCY as u64));
-    let mut subjects = Subject::defaults();
-    subjects.push(Subject::closefirst_max_idle());
-    for (name, subject) in subjects {
-        let before = accepted.get();
-        rt.block_on(async {
-            for _ in 0..20 {
-                subject.get_concurrently(&uri, CONCURRENCY).await;
-            }
-        });
-        group.bench_function(name, |b| {
-            b.to_async(&rt)
-                .iter(|| subject.get_concurrently(&uri, CONCURRENCY));
-        });
-        report_connections("concurrent_64", name, &subject, &accepted, before);
-    }
-    group.finish();
+    let target = in_process_target(&rt);
+    concurrent_group(c, &rt, "concurrent_64", &target);
 }
 
-criterion_group!(benches, sequential, concurrent);
+fn against_nginx(c: &mut Criterion) {
+    let nginx = match Nginx::start() {
+        Ok(Some(nginx)) => nginx,
+        Ok(None) => {
+            eprintln!("nginx_*: skipped, no nginx binary (install nginx or set NGINX=/path)");
+            return;
+        }
+        Err(e) => panic!("nginx is installed but did not start: {e}"),
+    };
+    eprintln!("nginx_*: {} on {}", nginx.version(), nginx.addr());
+    let rt = runtime();
+    let target = Target::new(nginx.addr(), support::nginx::BODY_LEN, None);
+    sequential_group(c, &rt, "nginx_sequential", &target);
+    concurrent_group(c, &rt, "nginx_concurrent_64", &target);
+    // Clients and their connections go before nginx stops.
+    drop(rt);
+    drop(nginx);
+}
+
+criterion_group!(benches, sequential, concurrent, against_nginx);
 criterion_main!(benches);

@@ -1,0 +1,4 @@
+//! Helpers for the benches only: nothing here is part of the crate.
+
+pub(crate) mod nginx;
+pub(crate) mod raw;
