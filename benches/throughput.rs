@@ -28,7 +28,11 @@
 //!   group. Skipped with a note on stderr when there is no `nginx` binary.
 //!
 //! Within a group criterion runs the entries one after another, each with its own
-//! warm-up, in the order closefirst, hyper-util, raw; compare ratios within one run.
+//! warm-up, in the order closefirst, hyper-util, raw. At the end of each group the bench
+//! prints to stderr every client's median time per iteration over its 30 samples, with
+//! the fastest and slowest, and closefirst's requests per second relative to each other
+//! client (`closefirst does 0.93x the requests per second of raw`); compare ratios
+//! within one run, the machine's load moves absolute figures.
 //! The runtime is multi-threaded with 2 workers; the in-process server's connection
 //! tasks share it, nginx runs in its own process. closefirst closes connections idle
 //! for 4 s by default: the warm-up right before each measurement and the back-to-back
@@ -42,10 +46,11 @@
 mod support;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -206,9 +211,11 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
+const SAMPLE_SIZE: usize = 30;
+
 fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
-        .sample_size(30)
+        .sample_size(SAMPLE_SIZE)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(5));
 }
@@ -233,10 +240,77 @@ fn report_connections(group: &str, name: &str, subject: &Subject, target: &Targe
     }
 }
 
+/// The time per iteration of every sample criterion takes, kept so that each group can
+/// print its ratios (criterion compares a benchmark only with its own previous run).
+#[derive(Default)]
+struct Timed(Mutex<Vec<Duration>>);
+
+impl Timed {
+    /// Runs `iteration` `iters` times and returns the elapsed time, as criterion's
+    /// `iter` would, recording the time per iteration.
+    async fn run<F, Fut>(&self, iters: u64, mut iteration: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let start = Instant::now();
+        for _ in 0..iters {
+            iteration().await;
+        }
+        let elapsed = start.elapsed();
+        let per_iteration = elapsed / u32::try_from(iters.max(1)).unwrap_or(u32::MAX);
+        self.0
+            .lock()
+            .expect("no panic while recording")
+            .push(per_iteration);
+        elapsed
+    }
+
+    /// Median, fastest and slowest time per iteration over the measured samples: the
+    /// last `SAMPLE_SIZE` runs (criterion's warm-up runs come first).
+    fn median(&self) -> Spread {
+        let all = self.0.lock().expect("no panic while recording");
+        let mut samples = all[all.len().saturating_sub(SAMPLE_SIZE)..].to_vec();
+        samples.sort();
+        Spread {
+            median: samples.get(samples.len() / 2).copied().unwrap_or_default(),
+            min: samples.first().copied().unwrap_or_default(),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Spread {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+/// Prints each client's median time per iteration with its spread, and closefirst's
+/// throughput relative to each other client (above 1.0: closefirst serves more requests
+/// per second).
+fn report_ratios(group: &str, medians: &[(&str, Spread)]) {
+    for (name, spread) in medians {
+        eprintln!(
+            "{group}/{name}: median {:?} per iteration (fastest {:?}, slowest {:?}, {} samples)",
+            spread.median, spread.min, spread.max, SAMPLE_SIZE
+        );
+    }
+    let Some((_, ours)) = medians.iter().find(|(name, _)| *name == "closefirst") else {
+        return;
+    };
+    for (name, other) in medians.iter().filter(|(name, _)| *name != "closefirst") {
+        let ratio = other.median.as_secs_f64() / ours.median.as_secs_f64().max(f64::MIN_POSITIVE);
+        eprintln!("{group}: closefirst does {ratio:.2}x the requests per second of {name} (median time {name}/closefirst)");
+    }
+}
+
 /// One GET at a time.
 fn sequential_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &Arc<Target>) {
     let mut group = c.benchmark_group(group_name);
     configure(&mut group);
+    let mut medians = Vec::new();
     for name in SUBJECTS {
         let before = target.accepted();
         let subject = rt.block_on(Subject::new(name, target, 1));
@@ -246,12 +320,19 @@ fn sequential_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &
                 subject.get(target, 0).await;
             }
         });
+        let timed = Timed::default();
         group.bench_function(name, |b| {
-            b.to_async(rt).iter(|| subject.get(target, 0));
+            b.to_async(rt).iter_custom(|iters| {
+                timed.run(iters, || async {
+                    subject.get(target, 0).await;
+                })
+            });
         });
         report_connections(group_name, name, &subject, target, before);
+        medians.push((name, timed.median()));
     }
     group.finish();
+    report_ratios(group_name, &medians);
 }
 
 /// `CONCURRENCY` GETs at once per iteration.
@@ -259,6 +340,7 @@ fn concurrent_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &
     let mut group = c.benchmark_group(group_name);
     configure(&mut group);
     group.throughput(Throughput::Elements(CONCURRENCY as u64));
+    let mut medians = Vec::new();
     for name in SUBJECTS {
         let before = target.accepted();
         let subject = rt.block_on(Subject::new(name, target, CONCURRENCY));
@@ -267,13 +349,19 @@ fn concurrent_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &
                 subject.get_concurrently(target, CONCURRENCY).await;
             }
         });
+        let timed = Timed::default();
         group.bench_function(name, |b| {
-            b.to_async(rt)
-                .iter(|| subject.get_concurrently(target, CONCURRENCY));
+            b.to_async(rt).iter_custom(|iters| {
+                timed.run(iters, || async {
+                    subject.get_concurrently(target, CONCURRENCY).await;
+                })
+            });
         });
         report_connections(group_name, name, &subject, target, before);
+        medians.push((name, timed.median()));
     }
     group.finish();
+    report_ratios(group_name, &medians);
 }
 
 fn in_process_target(rt: &Runtime) -> Arc<Target> {
