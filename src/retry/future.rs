@@ -189,7 +189,7 @@ impl<B: Body> Kept<B> {
         let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
         let mode = if policy.get_attempts() <= 1 {
             let mut req = Request::from_parts(head, ReplayBody::passthrough(body));
-            req.extensions_mut().insert(AttemptsMade(attempts));
+            mark_attempts_made(&mut req, attempts);
             Mode::Once(Some(req))
         } else {
             Mode::Replay {
@@ -227,8 +227,8 @@ impl<B: Body> Kept<B> {
                 *req.version_mut() = head.version;
                 *req.headers_mut() = head.headers.clone();
                 *req.extensions_mut() = head.extensions.clone();
-                req.extensions_mut().insert(AttemptsMade(self.attempts));
                 if self.attempts > 0 {
+                    mark_attempts_made(&mut req, self.attempts);
                     req.extensions_mut().insert(FreshConnection);
                 }
                 req
@@ -292,5 +292,15 @@ impl<B: Body> Kept<B> {
     /// However the request failed, the caller learns which request it was.
     fn name(&self, error: Error) -> Error {
         error.with_request(&self.method, || origin::describe(&self.uri))
+    }
+}
+
+/// Tells the inner service how many attempts came before this one. None is told by
+/// leaving the marker out (readers take a missing one as 0): the first insert into a
+/// request's extensions allocates their map, and almost every request is a first
+/// attempt.
+fn mark_attempts_made<T>(req: &mut Request<T>, attempts: u32) {
+    if attempts > 0 {
+        req.extensions_mut().insert(AttemptsMade(attempts));
     }
 }
