@@ -42,7 +42,12 @@ pub(crate) struct Origin {
 impl PartialEq for Origin {
     fn eq(&self, other: &Origin) -> bool {
         // Equal origins have equal hashes: a cheap way to tell most others apart.
-        self.hash == other.hash && self.scheme == other.scheme && self.authority == other.authority
+        // `Authority`'s own comparison ignores case byte by byte; the origins the pool
+        // compares are nearly always spelled alike, which one memcmp settles.
+        self.hash == other.hash
+            && self.scheme == other.scheme
+            && (self.authority.as_str() == other.authority.as_str()
+                || self.authority == other.authority)
     }
 }
 
