@@ -7,6 +7,8 @@
 //! imports only the error type.
 
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::HeaderValue;
@@ -23,12 +25,100 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
+/// What [`Origin::from_uri`] needs to know of an authority.
+#[derive(Debug, PartialEq, Eq)]
+struct AuthorityParts {
+    has_userinfo: bool,
+    host_is_empty: bool,
+    /// As `Authority::port_u16` reads it.
+    port: Option<u16>,
+}
+
+/// The answers of `Authority::host` and `Authority::port_u16` (and a search for `@`)
+/// in one pass over the bytes: those three walk the authority as a generic string
+/// search each, on every request. An authority with user information, rare in a
+/// request URI, takes `Authority::host` as it is.
+fn authority_parts(authority: &Authority) -> AuthorityParts {
+    let text = authority.as_str();
+    let mut has_userinfo = false;
+    let mut last_colon = None;
+    for (i, byte) in text.bytes().enumerate() {
+        match byte {
+            b'@' => has_userinfo = true,
+            b':' => last_colon = Some(i),
+            _ => {}
+        }
+    }
+    // Without user information the host is what comes before the first `:` (or a
+    // bracketed IPv6 literal, never empty): it is empty only when nothing is there.
+    let host_is_empty = if has_userinfo {
+        authority.host().is_empty()
+    } else {
+        text.is_empty() || text.starts_with(':')
+    };
+    // As `Authority::port`: whatever follows the last `:`, if it is a `u16`.
+    let port = last_colon.and_then(|i| text.get(i + 1..)?.parse::<u16>().ok());
+    AuthorityParts {
+        has_userinfo,
+        host_is_empty,
+        port,
+    }
+}
+
 /// An origin in canonical form: the default port is left out, user information is
 /// dropped, and the host compares without regard to case (as `Authority` does).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 pub(crate) struct Origin {
     scheme: Scheme,
     authority: Authority,
+    /// The pool looks an origin up twice per request (checkout and check-in), and
+    /// `Authority`'s own `Hash` feeds the hasher one lowercased byte at a time: about
+    /// a thousand instructions per lookup. So the hash is computed once, in one write,
+    /// when the origin is built. It is keyed (per process), as the map's own hasher
+    /// is, so that chosen host names cannot make the pool's maps collide.
+    hash: u64,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        // Equal origins have equal hashes: a cheap way to tell most others apart.
+        // `Authority`'s own comparison ignores case byte by byte; the origins the pool
+        // compares are nearly always spelled alike, which one memcmp settles.
+        self.hash == other.hash
+            && self.scheme == other.scheme
+            && (self.authority.as_str() == other.authority.as_str()
+                || self.authority == other.authority)
+    }
+}
+
+impl Eq for Origin {}
+
+impl Hash for Origin {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The keyed hash of an origin, consistent with its `PartialEq`: the scheme and the
+/// authority compared without regard to ASCII case.
+fn origin_hash(scheme: &Scheme, authority: &Authority) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut hasher = KEYS.get_or_init(RandomState::new).build_hasher();
+    // Lowercased into a stack buffer so the hasher sees one write per part; a longer
+    // authority (host names run to 253 bytes) goes in chunks, with the same result
+    // for equal authorities whatever their case.
+    let mut buf = [0u8; 64];
+    for part in [scheme.as_str(), authority.as_str()] {
+        for chunk in part.as_bytes().chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            hasher.write(lower);
+        }
+        // Ends each part, so that scheme "ab" + host "c" differs from "a" + "bc".
+        hasher.write_u8(0xff);
+    }
+    hasher.finish()
 }
 
 impl Origin {
@@ -43,12 +133,18 @@ impl Origin {
                 "`{uri}` has scheme `{scheme}`; only `http` and `https` are supported"
             ))
         })?;
-        let authority = match uri.authority() {
-            Some(a) if !a.host().is_empty() => a,
-            _ => return Err(Error::invalid_uri(format!("`{uri}` has no host"))),
+        let Some(authority) = uri.authority() else {
+            return Err(Error::invalid_uri(format!("`{uri}` has no host")));
         };
-        let needs_rewrite =
-            authority.as_str().contains('@') || authority.port_u16() == Some(default_port);
+        let AuthorityParts {
+            has_userinfo,
+            host_is_empty,
+            port,
+        } = authority_parts(authority);
+        if host_is_empty {
+            return Err(Error::invalid_uri(format!("`{uri}` has no host")));
+        }
+        let needs_rewrite = has_userinfo || port == Some(default_port);
         let authority = if needs_rewrite {
             let rebuilt = match authority.port_u16() {
                 Some(port) if port != default_port => format!("{}:{port}", authority.host()),
@@ -61,6 +157,7 @@ impl Origin {
             authority.clone()
         };
         Ok(Origin {
+            hash: origin_hash(scheme, &authority),
             scheme: scheme.clone(),
             authority,
         })
@@ -154,6 +251,64 @@ mod tests {
             origin("http://h:8080/x").unwrap().to_uri(),
             "http://h:8080/"
         );
+    }
+
+    #[test]
+    fn origins_that_compare_equal_hash_equal_whatever_the_case_or_length() {
+        use std::collections::HashSet;
+        let long = "a-long-label-that-spans-more-than-one-chunk-of-the-hash-buffer.".repeat(3);
+        let lower = origin(&format!("http://{long}example.com:8080/")).unwrap();
+        let upper = origin(&format!("http://{}EXAMPLE.COM:8080/x", long.to_uppercase())).unwrap();
+        assert_eq!(lower, upper);
+        let set: HashSet<Origin> = [lower.clone(), upper].into_iter().collect();
+        assert_eq!(set.len(), 1);
+        assert!(!set.contains(&origin("http://Example.com/").unwrap()));
+        assert_ne!(
+            lower,
+            origin(&format!("http://{long}example.com:8081/")).unwrap()
+        );
+        assert_ne!(
+            lower,
+            origin(&format!("https://{long}example.com:8080/")).unwrap()
+        );
+    }
+
+    #[test]
+    fn authority_parts_agree_with_authority_itself() {
+        let mut parsed = 0;
+        for text in [
+            "example.com",
+            "Example.COM:8080",
+            "h:80",
+            "h:080",
+            "h:",
+            "h:65536",
+            "h:99999999999999999999",
+            ":80",
+            "127.0.0.1:443",
+            "[::1]",
+            "[::1]:8080",
+            "[::1]:",
+            "[fe80::1:2]",
+            "user@h",
+            "user:pw@h:81",
+            "user:pw@",
+            "user@:80",
+            "a@b@c:1",
+        ] {
+            let Ok(authority) = text.parse::<Authority>() else {
+                continue;
+            };
+            let expected = AuthorityParts {
+                has_userinfo: authority.as_str().contains('@'),
+                host_is_empty: authority.host().is_empty(),
+                port: authority.port_u16(),
+            };
+            assert_eq!(authority_parts(&authority), expected, "{text}");
+            parsed += 1;
+        }
+        // `Authority` refuses an entry or two; the rest are really compared.
+        assert!(parsed >= 16, "only {parsed} authorities parsed");
     }
 
     #[test]

@@ -125,6 +125,31 @@ impl fmt::Debug for SocketHandle {
     }
 }
 
+/// Whether a read that leaves part of the buffer unfilled shows that the socket's
+/// receive queue is empty. True with the edge-triggered selectors mio uses on these
+/// systems (epoll, kqueue), where tokio's own streams make the same assumption (the
+/// same list of systems as tokio's `PollEvented::poll_read`); false with a
+/// level-triggered one, where clearing readiness could miss data.
+#[allow(unexpected_cfgs)] // `mio_unsupported_force_poll_poll` is set by users, not Cargo
+const SHORT_READ_DRAINS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "redox",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "tvos",
+        target_os = "visionos",
+        target_os = "watchos",
+    )
+));
+
 // The one reviewed use of `unsafe` in the crate. hyper's read cursor only exposes its
 // uninitialized spare capacity through `as_mut`/`advance`; the safe alternative
 // (`initialize_unfilled`) zeroes the whole read buffer on every read, because hyper
@@ -143,9 +168,25 @@ impl Read for TcpIo {
             // SAFETY: `recv` only writes initialized bytes into the slice and never
             // de-initializes any, which is what `as_mut` requires of its caller.
             let dst = unsafe { buf.as_mut() };
+            let len = dst.len();
+            let mut drained = None;
             let result = shared.stream.try_io(Interest::READABLE, || {
-                SockRef::from(&shared.stream).recv(dst)
+                let n = SockRef::from(&shared.stream).recv(dst)?;
+                if SHORT_READ_DRAINS && 0 < n && n < len {
+                    // The socket is drained: without this, hyper's next read costs a
+                    // `recv` that fails with `EAGAIN`, one wasted syscall per response.
+                    // Reporting `WouldBlock` is how `try_io` is told to clear the
+                    // readiness (only if no newer event arrived meanwhile); the bytes
+                    // are returned below.
+                    drained = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
             });
+            let result = match drained {
+                Some(n) => Ok(n),
+                None => result,
+            };
             match result {
                 Ok(n) => {
                     // SAFETY: `recv` returned `n`: the first `n` bytes were written.

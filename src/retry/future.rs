@@ -148,9 +148,6 @@ where
 
 /// What is kept of a request between its attempts.
 struct Kept<B> {
-    /// Method and URI as the caller gave them, to name the request in its error.
-    method: Method,
-    uri: Uri,
     has_idempotency_key: bool,
     /// Attempts made so far, including those of an outer retry layer.
     attempts: u32,
@@ -158,10 +155,15 @@ struct Kept<B> {
 }
 
 enum Mode<B> {
-    /// One attempt allowed: nothing is copied or recorded; the request waits here for
-    /// its only call.
-    Once(Option<Request<ReplayBody<B>>>),
-    /// The head is copied and the body recorded for every attempt. A request hyper
+    /// One attempt allowed: nothing is recorded; the request waits here for its only
+    /// call, and its method and URI are kept to name it in its error.
+    Once {
+        request: Option<Request<ReplayBody<B>>>,
+        method: Method,
+        uri: Uri,
+    },
+    /// The head is copied and the body recorded for every attempt; the head also
+    /// names the request in its error. A request hyper
     /// hands back unsent is resent by the pool without them, but one whose first write
     /// failed (a RST already waiting on the socket) was consumed by hyper, and is
     /// still safe to resend whatever its method.
@@ -181,16 +183,20 @@ enum Mode<B> {
 impl<B: Body> Kept<B> {
     fn new(req: Request<B>, retrier: &Retrier) -> Self {
         let policy = retrier.policy();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
         let (mut head, body) = req.into_parts();
         let has_idempotency_key = head.headers.contains_key(IDEMPOTENCY_KEY);
         // An outer retry layer may already have made attempts for this request.
         let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
         let mode = if policy.get_attempts() <= 1 {
+            let method = head.method.clone();
+            let uri = head.uri.clone();
             let mut req = Request::from_parts(head, ReplayBody::passthrough(body));
-            req.extensions_mut().insert(AttemptsMade(attempts));
-            Mode::Once(Some(req))
+            mark_attempts_made(&mut req, attempts);
+            Mode::Once {
+                request: Some(req),
+                method,
+                uri,
+            }
         } else {
             Mode::Replay {
                 head,
@@ -200,8 +206,6 @@ impl<B: Body> Kept<B> {
             }
         };
         Kept {
-            method,
-            uri,
             has_idempotency_key,
             attempts,
             mode,
@@ -211,7 +215,7 @@ impl<B: Body> Kept<B> {
     /// The request for the next call to the inner service.
     fn next_attempt(&mut self) -> Request<ReplayBody<B>> {
         match &mut self.mode {
-            Mode::Once(request) => request
+            Mode::Once { request, .. } => request
                 .take()
                 .expect("a single attempt is made once: Ready is not entered again"),
             Mode::Replay {
@@ -227,8 +231,8 @@ impl<B: Body> Kept<B> {
                 *req.version_mut() = head.version;
                 *req.headers_mut() = head.headers.clone();
                 *req.extensions_mut() = head.extensions.clone();
-                req.extensions_mut().insert(AttemptsMade(self.attempts));
                 if self.attempts > 0 {
+                    mark_attempts_made(&mut req, self.attempts);
                     req.extensions_mut().insert(FreshConnection);
                 }
                 req
@@ -240,23 +244,25 @@ impl<B: Body> Kept<B> {
     /// attempt's body is ready), or the error to return.
     fn after_failure(&mut self, error: Error, retrier: &Retrier) -> Result<(), Error> {
         let attempts = self.attempts;
-        let Mode::Replay {
-            head,
-            body,
-            spare,
-            furthest,
-        } = &mut self.mode
-        else {
-            // Counts and logs the refusal; with no copy kept, it cannot say yes.
-            let attempted = Attempted {
-                method: &self.method,
-                has_idempotency_key: self.has_idempotency_key,
-                body_replayable: false,
-                body_failed: false,
-                attempts: error.attempts().max(attempts.saturating_add(1)),
-            };
-            retrier.should_resend(&error, &attempted);
-            return Err(error);
+        let (head, body, spare, furthest) = match &mut self.mode {
+            Mode::Replay {
+                head,
+                body,
+                spare,
+                furthest,
+            } => (head, body, spare, furthest),
+            Mode::Once { method, .. } => {
+                // Counts and logs the refusal; with no copy kept, it cannot say yes.
+                let attempted = Attempted {
+                    method,
+                    has_idempotency_key: self.has_idempotency_key,
+                    body_replayable: false,
+                    body_failed: false,
+                    attempts: error.attempts().max(attempts.saturating_add(1)),
+                };
+                retrier.should_resend(&error, &attempted);
+                return Err(error);
+            }
         };
         // A failure on a connection is one more attempt, even from an inner service
         // that does not count them; one before any connection (a refused request)
@@ -291,6 +297,21 @@ impl<B: Body> Kept<B> {
 
     /// However the request failed, the caller learns which request it was.
     fn name(&self, error: Error) -> Error {
-        error.with_request(&self.method, || origin::describe(&self.uri))
+        let (method, uri) = match &self.mode {
+            Mode::Once { method, uri, .. } => (method, uri),
+            // The head keeps the caller's URI: attempts rewrite only their copies.
+            Mode::Replay { head, .. } => (&head.method, &head.uri),
+        };
+        error.with_request(method, || origin::describe(uri))
+    }
+}
+
+/// Tells the inner service how many attempts came before this one. None is told by
+/// leaving the marker out (readers take a missing one as 0): the first insert into a
+/// request's extensions allocates their map, and almost every request is a first
+/// attempt.
+fn mark_attempts_made<T>(req: &mut Request<T>, attempts: u32) {
+    if attempts > 0 {
+        req.extensions_mut().insert(AttemptsMade(attempts));
     }
 }

@@ -72,5 +72,6 @@ pub(crate) struct FreshConnection;
 
 /// How many attempts a request has already had, handed to the pool so that its own
 /// resends of unsent requests count against the same [`Policy::attempts`].
+/// Absent when there were none.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttemptsMade(pub(crate) u32);

@@ -235,7 +235,8 @@ async fn the_future_resends_after_the_backoff_and_reports_the_furthest_progress(
         let call = calls;
         let log = Arc::clone(&log);
         async move {
-            let attempts_made = req.extensions().get::<AttemptsMade>().map(|a| a.0);
+            // Read as the pool reads it: no marker means no attempt before.
+            let attempts_made = Some(req.extensions().get::<AttemptsMade>().map_or(0, |a| a.0));
             let fresh = req.extensions().get::<FreshConnection>().is_some();
             let body = req
                 .into_body()
