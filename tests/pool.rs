@@ -10,26 +10,13 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use closefirst::{Client, ConnectionInfo};
-use support::{ServerConfig, TestServer};
+use closefirst::Client;
+use support::{get, ServerConfig, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn client(builder: closefirst::Builder) -> Client<Empty<Bytes>> {
     builder.build().expect("valid settings")
-}
-
-async fn get(client: &Client<Empty<Bytes>>, url: &str) -> (ConnectionInfo, String) {
-    let req = Request::get(url).body(Empty::new()).unwrap();
-    let resp = client.request(req).await.expect("request succeeds");
-    assert_eq!(resp.status(), 200);
-    let info = resp
-        .extensions()
-        .get::<ConnectionInfo>()
-        .cloned()
-        .expect("info attached");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (info, String::from_utf8(body.to_vec()).unwrap())
 }
 
 /// Waits (real time, bounded) until the pool's stats satisfy `what`: connections go

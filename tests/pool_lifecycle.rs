@@ -6,26 +6,16 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 
 use closefirst::{Client, ConnectionInfo, PoolStats};
 use support::{ServerConfig, TestServer};
 
-const WAIT: Duration = Duration::from_secs(5);
-
 async fn get(client: &Client<Empty<Bytes>>, url: &str) -> ConnectionInfo {
-    let req = Request::get(url).body(Empty::new()).unwrap();
-    let resp = client.request(req).await.expect("request succeeds");
-    assert_eq!(resp.status(), 200);
-    let info = resp
-        .extensions()
-        .get::<ConnectionInfo>()
-        .cloned()
-        .expect("info attached");
-    resp.into_body().collect().await.expect("body reads");
-    info
+    support::get(client, url).await.0
 }
+
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Waits (real time, bounded) until the pool's stats satisfy `what`.
 async fn until(client: &Client<Empty<Bytes>>, what: impl Fn(&PoolStats) -> bool) {

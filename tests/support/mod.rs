@@ -243,3 +243,29 @@ impl TestServer {
         }
     }
 }
+
+/// Sends a GET for `url`, asserts a `200`, reads the body to its end, and returns the
+/// response's `ConnectionInfo` and the body as text.
+pub async fn get(
+    client: &closefirst::Client<http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+) -> (closefirst::ConnectionInfo, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(url)
+        .body(http_body_util::Empty::new())
+        .expect("a valid request");
+    let resp = client.request(req).await.expect("request succeeds");
+    assert_eq!(resp.status(), 200);
+    let info = resp
+        .extensions()
+        .get::<closefirst::ConnectionInfo>()
+        .cloned()
+        .expect("info attached");
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes();
+    (info, String::from_utf8(body.to_vec()).expect("a text body"))
+}
