@@ -127,6 +127,10 @@ pub struct Evictions {
     /// Closed to make room at `max_connections_per_origin` for a resend that needs a
     /// fresh connection: the least recently used idle connection of the origin goes.
     pub connection_limit: u64,
+    /// Found idle with its connection task gone because the tokio runtime it ran on
+    /// was shut down (a client kept across runtimes, as in a `static`). Not counted as
+    /// closed by the server, and not learned from.
+    pub task_gone: u64,
 }
 
 impl Evictions {
@@ -142,6 +146,7 @@ impl Evictions {
             + self.learned_timeout
             + self.cancelled
             + self.connection_limit
+            + self.task_gone
     }
 }
 

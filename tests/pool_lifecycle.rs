@@ -113,6 +113,9 @@ fn the_reaper_starts_again_on_a_new_runtime_after_its_runtime_was_dropped() {
     });
     // Its reaper and connection task go with it.
     drop(first);
+    // Idle longer than the margin, within the idle timeout: had the dead task been
+    // taken for a server close, the pool would learn a 150 ms idle timeout from it.
+    std::thread::sleep(Duration::from_millis(150));
 
     let second = runtime();
     second.block_on(async {
@@ -120,6 +123,13 @@ fn the_reaper_starts_again_on_a_new_runtime_after_its_runtime_was_dropped() {
         assert!(
             !info.reused,
             "the first connection's task is gone with its runtime"
+        );
+        let stats = client.stats();
+        assert_eq!(stats.evictions.task_gone, 1, "{stats:?}");
+        assert_eq!(stats.evictions.closed_by_server, 0, "{stats:?}");
+        assert!(
+            stats.learned_idle_timeouts.is_empty(),
+            "a runtime shutting down taught the pool an idle timeout: {stats:?}"
         );
         until(&client, |s| s.idle == 1).await;
         // The client closes the idle connection at 300 ms: well within WAIT.

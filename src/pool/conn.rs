@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,15 +57,43 @@ pub(crate) struct Conn<B> {
     pub(crate) server_remaining: Option<u64>,
     /// `Connection: close` was on the request or the response.
     close: bool,
+    /// Set when hyper's connection task was dropped unfinished (its runtime shut
+    /// down): the connection then reads as closed, but the server did nothing.
+    task_gone: Arc<AtomicBool>,
     slot: Slot<B>,
 }
 
+/// Marks a connection's task as gone if it is dropped before hyper's connection future
+/// finished: the only way that happens is its runtime shutting down.
+struct TaskGone(Option<Arc<AtomicBool>>);
+
+impl TaskGone {
+    /// The connection future ran to its end: nothing to mark.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TaskGone {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<B> Conn<B> {
+    /// Whether hyper's connection task was dropped unfinished, with its runtime.
+    pub(crate) fn task_gone(&self) -> bool {
+        self.task_gone.load(Ordering::Relaxed)
+    }
+
     pub(super) fn new(
         tx: SendRequest<B>,
         id: u64,
         socket: Option<SocketHandle>,
         expires: Option<Instant>,
+        task_gone: Arc<AtomicBool>,
         slot: Slot<B>,
     ) -> Conn<B> {
         Conn {
@@ -77,6 +105,7 @@ impl<B> Conn<B> {
             hint_timeout: None,
             server_remaining: None,
             close: false,
+            task_gone,
             slot,
         }
     }
@@ -159,10 +188,13 @@ impl<B: Send + 'static> Pool<B> {
         let id = next_connection_id();
         let pool = Arc::downgrade(self);
         let task_origin = origin.clone();
+        let task_gone = Arc::new(AtomicBool::new(false));
+        let unfinished = TaskGone(Some(Arc::clone(&task_gone)));
         tokio::spawn(async move {
             if let Err(error) = driver.await {
                 tracing::debug!(origin = %task_origin, conn = id, %error, "connection ended with an error");
             }
+            unfinished.finished();
             if let Some(pool) = pool.upgrade() {
                 pool.connection_ended(&task_origin, id);
             }
@@ -176,7 +208,7 @@ impl<B: Send + 'static> Pool<B> {
             .max_lifetime
             .map(|l| deadline::deadline_after(now, deadline::jittered_lifetime(l, id)));
         Ok(Checkout {
-            conn: Conn::new(tx, id, socket, expires, slot),
+            conn: Conn::new(tx, id, socket, expires, task_gone, slot),
             reused: false,
             idle_for: Duration::ZERO,
         })
@@ -223,7 +255,7 @@ pub(super) mod tests {
             .expect("an HTTP/1 handshake only sets up state, it does no IO");
         let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
             .expect("an http URI with a host is an origin");
-        Conn::new(tx, 1, None, expires, Slot::detached(origin))
+        Conn::new(tx, 1, None, expires, Arc::default(), Slot::detached(origin))
     }
 
     #[tokio::test]

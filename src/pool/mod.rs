@@ -241,10 +241,16 @@ impl<B: Send + 'static> Pool<B> {
                         detail: "",
                     });
                 } else if candidate.conn.tx.is_closed() {
+                    // A task dropped with its runtime is no news about the server.
+                    let reason = if candidate.conn.task_gone() {
+                        Evict::TaskGone
+                    } else {
+                        Evict::ClosedByServer
+                    };
                     closing.push(Closing {
                         conn: candidate.conn,
                         since: candidate.since,
-                        reason: Evict::ClosedByServer,
+                        reason,
                         detail: "connection task ended",
                     });
                 } else {

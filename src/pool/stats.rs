@@ -32,14 +32,16 @@ pub(crate) enum Evict {
     Cancelled,
     /// Closed to open a fresh connection in its place at `max_connections_per_origin`.
     ConnectionLimit,
+    /// Found idle with its connection task gone: the runtime it ran on was shut down.
+    TaskGone,
 }
 
 // Indexing the counters with `reason as usize` relies on this: the last variant's
 // index is the last slot of the array.
-const _: () = assert!(Evict::ConnectionLimit as usize + 1 == Evict::COUNT);
+const _: () = assert!(Evict::TaskGone as usize + 1 == Evict::COUNT);
 
 impl Evict {
-    pub(crate) const COUNT: usize = 10;
+    pub(crate) const COUNT: usize = 11;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +57,7 @@ impl Evict {
             Evict::ConnectionLimit => {
                 "max connections per origin: making room for a fresh connection"
             }
+            Evict::TaskGone => "connection task gone with its runtime",
         }
     }
 }
@@ -162,6 +165,7 @@ impl<B> Pool<B> {
                 // per-origin limit making the least recently used idle connection go.
                 idle_list_full: e(Evict::IdleListFull),
                 connection_limit: e(Evict::ConnectionLimit),
+                task_gone: e(Evict::TaskGone),
                 learned_timeout: e(Evict::LearnedTimeout),
                 cancelled: e(Evict::Cancelled),
             },
