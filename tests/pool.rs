@@ -11,26 +11,12 @@ use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use closefirst::Client;
-use support::{get, ServerConfig, TestServer};
+use support::{get, until, ServerConfig, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn client(builder: closefirst::Builder) -> Client<Empty<Bytes>> {
     builder.build().expect("valid settings")
-}
-
-/// Waits (real time, bounded) until the pool's stats satisfy `what`: connections go
-/// back to the pool on a task of their own once their body has been read.
-async fn until(client: &Client<Empty<Bytes>>, what: impl Fn(&closefirst::PoolStats) -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !what(&client.stats()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached: {:?}",
-            client.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn until_idle(client: &Client<Empty<Bytes>>, idle: usize) {

@@ -8,27 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Empty;
 
-use closefirst::{Client, ConnectionInfo, PoolStats};
-use support::{ServerConfig, TestServer};
+use closefirst::{Client, ConnectionInfo};
+use support::{until, ServerConfig, TestServer};
 
 async fn get(client: &Client<Empty<Bytes>>, url: &str) -> ConnectionInfo {
     support::get(client, url).await.0
 }
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Waits (real time, bounded) until the pool's stats satisfy `what`.
-async fn until(client: &Client<Empty<Bytes>>, what: impl Fn(&PoolStats) -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !what(&client.stats()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached: {:?}",
-            client.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 /// 50 requests, each sent as soon as the previous body has been read to its end.
 /// Returns the connection id of each.

@@ -269,3 +269,20 @@ pub async fn get(
         .to_bytes();
     (info, String::from_utf8(body.to_vec()).expect("a text body"))
 }
+
+/// Waits (real time, at most 5 s) until the client's pool stats satisfy `what`:
+/// connections go back to the pool on a task of their own once their body is read.
+pub async fn until<B: closefirst::Body>(
+    client: &closefirst::Client<B>,
+    what: impl Fn(&closefirst::PoolStats) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !what(&client.stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "never reached: {:?}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
