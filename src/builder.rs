@@ -1,5 +1,6 @@
 //! [`Builder`]: every option of the pool, its default, and its validation.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::body::Body;
@@ -8,6 +9,7 @@ use crate::config::PoolConfig;
 #[cfg(test)]
 use crate::config::DEFAULT_KEEP_ALIVE_MARGIN;
 use crate::connect::{TcpConnector, TcpKeepalive};
+use crate::dns::Name;
 use crate::error::Error;
 use crate::layer::PoolLayer;
 use crate::retry::Policy;
@@ -118,9 +120,11 @@ impl Builder {
     }
 
     /// How long opening a connection may take (name resolution, TCP connect, and a
-    /// custom connector's own handshake). `None` for no limit; any value past about 30
-    /// years (`Duration::MAX` included) is capped there, in practice no limit either.
-    /// Must be greater than zero. Defaults to 10 seconds.
+    /// custom connector's own handshake). The built-in connector also gives each
+    /// address of a family an equal share of it, so an address that never answers
+    /// leaves time for the next. `None` for no limit; any value past about 30 years
+    /// (`Duration::MAX` included) is capped there, in practice no limit either. Must
+    /// be greater than zero. Defaults to 10 seconds.
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.connect_timeout = timeout.into();
         self
@@ -189,6 +193,40 @@ impl Builder {
         self
     }
 
+    /// Resolves host names with `resolver` instead of the system resolver: any
+    /// `tower::Service<`[`Name`]`>` answering with an iterator of [`SocketAddr`]s, as
+    /// hyper-util's `HttpConnector` takes; see [`dns`](crate::dns). Applies to the
+    /// built-in connector. Defaults to the system resolver (`getaddrinfo`).
+    pub fn resolver<R>(mut self, resolver: R) -> Self
+    where
+        R: tower::Service<Name> + Clone + Send + Sync + 'static,
+        R::Response: Iterator<Item = SocketAddr>,
+        R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        R::Future: Send + 'static,
+    {
+        self.tcp = self.tcp.resolver(resolver);
+        self
+    }
+
+    /// The local IP address new connections are bound to, or `None` to let the kernel
+    /// choose. Only destinations of its family (IPv4 or IPv6) can then be reached;
+    /// while happy eyeballs is on, addresses of the other family are skipped. Applies
+    /// to the built-in connector. Defaults to `None`.
+    pub fn local_address(mut self, address: impl Into<Option<IpAddr>>) -> Self {
+        self.tcp = self.tcp.local_address(address);
+        self
+    }
+
+    /// When a host resolves to both IPv6 and IPv4 addresses, how long the family of
+    /// the first address is tried alone before the other joins in (happy eyeballs);
+    /// `None` tries every address in turn. Each address gets an equal share of
+    /// `connect_timeout` within its family either way. Applies to the built-in
+    /// connector. Defaults to 300 milliseconds.
+    pub fn happy_eyeballs_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.tcp = self.tcp.happy_eyeballs_timeout(timeout);
+        self
+    }
+
     /// Which failed requests are sent again; see [`retry`](crate::retry). Defaults to
     /// [`Policy::idempotent`]: a request that never reached the socket is resent
     /// whatever its method, and one that met a stale reused connection before any
@@ -203,11 +241,15 @@ impl Builder {
     pub fn build<B: Body>(self) -> Result<Client<B>, Error> {
         let config = self.validate()?;
         self.tcp.validate()?;
-        Ok(Client::with_connector(config, self.retry, self.tcp))
+        // The pool bounds the whole connect; the connector shares the same timeout
+        // between addresses, so one that never answers cannot use all of it.
+        let tcp = self.tcp.connect_timeout(config.connect_timeout);
+        Ok(Client::with_connector(config, self.retry, tcp))
     }
 
     /// Builds a [`PoolLayer`] that makes a [`Client`] from any connector. The `tcp_*`
-    /// options do not apply to a connector of your own.
+    /// options, `resolver`, `local_address` and `happy_eyeballs_timeout` do not apply
+    /// to a connector of your own.
     pub fn layer<B>(self) -> Result<PoolLayer<B>, Error> {
         let config = self.validate()?;
         Ok(PoolLayer::from_parts(config, self.retry))
@@ -231,9 +273,10 @@ impl Client<()> {
 }
 
 impl<B> PoolLayer<B> {
-    /// A layer with the builder's pool settings (its `tcp_*` options are for the
-    /// built-in connector and do not apply). Refuses invalid settings as
-    /// [`Builder::build`] does.
+    /// A layer with the builder's pool settings (its connector options, `tcp_*`,
+    /// `resolver`, `local_address` and `happy_eyeballs_timeout`, are for the built-in
+    /// connector and do not apply). Refuses invalid settings as [`Builder::build`]
+    /// does.
     pub fn new(builder: Builder) -> Result<Self, Error> {
         builder.layer()
     }

@@ -97,6 +97,7 @@ mod client;
 mod config;
 pub mod connect;
 mod dispatch;
+pub mod dns;
 mod error;
 mod header;
 mod info;
