@@ -57,10 +57,11 @@ use tower::ServiceExt;
 
 use crate::error::BoxError;
 
-/// A host name to resolve: hyper-util's own type (`hyper_util::client::legacy::connect::dns::Name`),
-/// so that resolvers written for hyper-util work here. [`Name::as_str`] gives the
-/// host, without brackets or port; `"example.com".parse::<Name>()` makes one for a
-/// resolver's tests.
+/// A host name to resolve. This is hyper-util's own type
+/// (`hyper_util::client::legacy::connect::dns::Name`), so that resolvers written for
+/// hyper-util work here. [`Name::as_str`] gives the host, without brackets or port;
+/// `"example.com".parse::<Name>()` makes one for a resolver's tests.
+#[doc(inline)]
 pub use hyper_util::client::legacy::connect::dns::Name;
 
 type Resolving =
