@@ -12,9 +12,10 @@
 //! address's family and the other one
 //! ([`Builder::happy_eyeballs_timeout`](crate::Builder::happy_eyeballs_timeout)), each
 //! family's addresses in the order given, each address with an equal share of the
-//! connect timeout. A port in the URI replaces the resolver's ports; without one (and
-//! so for `http://host/`, whose port 80 is the default), a resolver's non-zero port is
-//! kept, so a resolver can point a name at any `host:port`.
+//! connect timeout. A port in the URI replaces the resolver's ports. Without one, a
+//! resolver's non-zero port is kept, so a resolver can point a name at any
+//! `host:port`; the scheme's default port counts as none (the pool hands the
+//! connector `http://host/` for `http://host:80/`).
 //!
 //! A resolver's error, or an empty answer, fails the connection with an error for
 //! which [`Error::is_connect`](crate::Error::is_connect) is true and that names the

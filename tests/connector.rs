@@ -461,3 +461,21 @@ async fn without_happy_eyeballs_addresses_are_tried_in_turn() {
     assert!(elapsed >= Duration::from_millis(1_500), "{elapsed:?}");
     assert!(elapsed < connect_timeout, "{elapsed:?}");
 }
+
+#[tokio::test]
+async fn the_resolvers_port_is_kept_when_the_uri_has_none_or_the_default() {
+    let live = Live::start(LOCALHOST_V4).await;
+    for url in ["http://backend.invalid/", "http://backend.invalid:80/"] {
+        // A client per URI, so that each one connects.
+        let resolver = Fixed::new([live.addr]);
+        let client: Client<Empty<Bytes>> = Client::builder()
+            .resolver(resolver.clone())
+            .build()
+            .unwrap();
+        let (info, _) = support::get(&client, url).await;
+        assert!(!info.reused);
+        assert_eq!(info.remote_addr, Some(live.addr), "{url}");
+        assert_eq!(resolver.calls(), 1);
+    }
+    assert_eq!(live.peers().len(), 2);
+}
