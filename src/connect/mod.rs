@@ -18,7 +18,9 @@
 mod keepalive;
 mod tcp;
 
-pub use crate::io::{SocketHandle, SocketOptions, TcpIo};
+#[cfg(unix)]
+pub use crate::io::UnixIo;
+pub use crate::io::{SocketHandle, SocketOptions, TcpIo, Wrapped};
 pub use keepalive::TcpKeepalive;
 pub use tcp::{Connecting, TcpConnector};
 
@@ -34,5 +36,18 @@ pub trait Connection {
 impl Connection for TcpIo {
     fn socket(&self) -> Option<SocketHandle> {
         Some(self.handle())
+    }
+}
+
+#[cfg(unix)]
+impl Connection for UnixIo {
+    fn socket(&self) -> Option<SocketHandle> {
+        Some(self.handle())
+    }
+}
+
+impl<S> Connection for Wrapped<S> {
+    fn socket(&self) -> Option<SocketHandle> {
+        Some(self.handle().clone())
     }
 }
