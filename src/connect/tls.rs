@@ -43,13 +43,10 @@ impl TlsConfig {
         TlsConfig::Platform(Arc::default())
     }
 
-    fn get(&self) -> Result<Arc<ClientConfig>, Error> {
+    fn get(&self) -> Result<Arc<ClientConfig>, String> {
         match self {
             TlsConfig::Given(config) => Ok(Arc::clone(config)),
-            TlsConfig::Platform(cell) => cell
-                .get_or_init(platform_config)
-                .clone()
-                .map_err(Error::config),
+            TlsConfig::Platform(cell) => cell.get_or_init(platform_config).clone(),
         }
     }
 }
@@ -102,7 +99,9 @@ pub(crate) async fn handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = config.get()?;
+    let config = config
+        .get()
+        .map_err(|why| Error::connect(format!("{host}:{port} (TLS)"), io::Error::other(why)))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(bare.to_owned())
         .map_err(|e| Error::invalid_uri(format!("`{host}` is not a valid TLS server name: {e}")))?;
