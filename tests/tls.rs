@@ -7,8 +7,6 @@
 
 mod support;
 
-#[path = "../examples/race/certs.rs"]
-mod certs;
 #[path = "support/faults.rs"]
 mod harness;
 
@@ -19,10 +17,11 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Empty;
 
-use certs::TestCert;
 use closefirst::lab::{Fault, Origin, OriginConfig};
 use closefirst::{Client, ConnectionInfo, Progress, TcpKeepalive};
+use custom_tls::certs::TestCert;
 use harness::{isolated, Flavor};
+use tower::Layer as _;
 
 /// The server's idle timeout in the idle-close scenario.
 const SERVER_IDLE: Duration = Duration::from_millis(100);
@@ -239,5 +238,42 @@ fn a_certificate_from_an_unknown_authority_is_a_clear_connect_error() {
             assert_eq!(err.request_progress(), Progress::NotWritten, "{what}");
         }
         assert_eq!(origin.handler_calls(), 0);
+    });
+}
+
+#[allow(dead_code)]
+#[path = "../examples/custom_tls.rs"]
+mod custom_tls;
+
+#[test]
+fn the_custom_tls_connector_example_reuses_its_connection() {
+    isolated(Flavor::Multi, || async {
+        let reused = custom_tls::run().await.expect("the example runs");
+        assert!(reused, "the second request reused the TLS connection");
+    });
+}
+
+/// The example's connector keeps the pool's classification: a `close_notify` after
+/// a written GET leaves it resent.
+#[test]
+fn a_custom_tls_connector_through_wrapped_keeps_the_resend_rules() {
+    isolated(Flavor::Multi, || async {
+        let cert = TestCert::new();
+        let origin = origin(&cert, Duration::MAX, &[("raced", Fault::FinWithoutAnswer)]);
+        let mut config = cert.client_config();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = Client::builder()
+            .layer::<Empty<Bytes>>()
+            .expect("valid settings")
+            .layer(custom_tls::tls_connector(config));
+        let (_, body) = support::get(&client, &origin.url("/")).await;
+        assert_eq!(body, "ok 1");
+        support::until(&client, |s| s.idle == 1).await;
+        let resp = client
+            .request(request(Method::GET, &origin.url("/"), "raced"))
+            .await
+            .unwrap_or_else(|e| panic!("the GET is resent: {e:?}"));
+        assert_eq!(info(&resp).attempts, 2);
+        assert_eq!(origin.executions("raced"), 2);
     });
 }
