@@ -244,7 +244,8 @@ impl Builder {
     }
 
     /// Builds a [`PoolLayer`] that makes a [`Client`] from any connector. The `tcp_*`
-    /// options do not apply to a connector of your own.
+    /// options (and `tls_config`, `unix_socket`) do not apply to a connector of your
+    /// own.
     pub fn layer<B>(self) -> Result<PoolLayer<B>, Error> {
         let config = self.validate()?;
         Ok(PoolLayer::from_parts(config, self.retry))

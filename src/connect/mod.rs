@@ -4,7 +4,7 @@
 //! The pool opens connections through any `tower::Service<http::Uri>` whose response
 //! is a hyper IO implementing [`Connection`]. [`Builder::build`](crate::Builder::build)
 //! uses the built-in one: TCP for `http`; TCP and rustls for `https` with the `rustls`
-//! feature ([`Builder::tls_config`](crate::Builder::tls_config)); one Unix socket for
+//! feature (`Builder::tls_config`); one Unix socket for
 //! every request with [`Builder::unix_socket`](crate::Builder::unix_socket)
 //! ([`UnixConnector`]).
 //!
