@@ -230,10 +230,18 @@ fn a_certificate_from_an_unknown_authority_is_a_clear_connect_error() {
                 .await
                 .expect_err("the certificate is refused");
             assert!(err.is_connect(), "{what}: {err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "GET {}: failed to connect: the server's TLS certificate was refused",
+                    origin.url("")
+                ),
+                "{what}"
+            );
             let text = chain(&err);
             assert!(
-                text.contains("the server's certificate was refused"),
-                "{what}: {text}"
+                text.contains("invalid peer certificate"),
+                "{what}: rustls's own words: {text}"
             );
             assert_eq!(err.request_progress(), Progress::NotWritten, "{what}");
         }

@@ -110,51 +110,44 @@ where
         .await
     {
         Ok(stream) => Ok(Wrapped::new(stream, handle)),
-        Err(e) => Err(Error::connect(
-            format!("{host}:{port} (TLS handshake)"),
-            HandshakeError::new(e),
-        )),
-    }
-}
-
-/// Why a TLS handshake failed, saying plainly when it was the server's certificate.
-#[derive(Debug)]
-struct HandshakeError {
-    certificate: bool,
-    source: io::Error,
-}
-
-impl HandshakeError {
-    fn new(source: io::Error) -> HandshakeError {
-        let certificate = source
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>())
-            .is_some_and(|e| {
-                matches!(
-                    e,
-                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-                )
-            });
-        HandshakeError {
-            certificate,
-            source,
+        Err(e) => {
+            let what = format!("{host}:{port}");
+            Err(if refused_certificate(&e) {
+                // The top level says it was the certificate; rustls says why below.
+                Error::certificate(what, e)
+            } else {
+                Error::connect(what, HandshakeError(e))
+            })
         }
     }
 }
+
+/// Whether a handshake failed because the server's certificate was refused.
+fn refused_certificate(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
+}
+
+/// A TLS handshake that failed for another reason than the certificate.
+#[derive(Debug)]
+struct HandshakeError(io::Error);
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The cause (rustls's own words) is the source, one level down.
-        if self.certificate {
-            f.write_str("TLS handshake failed: the server's certificate was refused")
-        } else {
-            f.write_str("TLS handshake failed")
-        }
+        // The cause (rustls's or the socket's own words) is the source, one level down.
+        f.write_str("TLS handshake failed")
     }
 }
 
 impl StdError for HandshakeError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.source)
+        Some(&self.0)
     }
 }

@@ -13,7 +13,7 @@ use crate::info::SocketOptions;
 /// request-progress classification work as on TCP; the TCP socket options (keepalive,
 /// `TCP_NODELAY`, `TCP_USER_TIMEOUT`) do not apply, and read back as `None`.
 ///
-/// Produced by the built-in Unix socket connector.
+/// Produced by [`UnixConnector`](crate::connect::UnixConnector).
 pub struct UnixIo {
     io: SocketIo,
 }
