@@ -56,6 +56,10 @@ pub struct Builder {
     keep_alive_margin: Option<Duration>,
     tcp: TcpConnector,
     retry: Policy,
+    #[cfg(feature = "rustls")]
+    tls: Option<crate::connect::TlsConfig>,
+    #[cfg(unix)]
+    unix: Option<crate::connect::UnixConnector>,
 }
 
 impl Builder {
@@ -237,19 +241,52 @@ impl Builder {
         self
     }
 
-    /// Builds a client with the built-in TCP connector (plain `http` only).
+    /// The TLS configuration for `https` URIs (feature `rustls`), in place of the
+    /// platform's trust roots: your own roots, client certificates, protocol versions.
+    /// Its ALPN protocols are replaced by `http/1.1`, the only one the pool speaks.
+    /// The server name is the URI's host (an IP literal works too). Defaults to rustls
+    /// with the `ring` provider and the platform's trust roots, loaded on the first
+    /// `https` connection.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(crate::connect::TlsConfig::given(config));
+        self
+    }
+
+    /// Sends every request to the Unix domain socket at `path`, whatever the URI's host
+    /// (which still gives the `Host` header and the pool's key): write requests to
+    /// `http://localhost/path`. The pre-reuse check and the classification of failed
+    /// requests work as on TCP; the `tcp_*` options do not apply. An `https` URI runs
+    /// TLS over the socket (feature `rustls`). Defaults to none (TCP).
+    #[cfg(unix)]
+    pub fn unix_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.unix = Some(crate::connect::UnixConnector::new(path));
+        self
+    }
+
+    /// Builds a client with the built-in connector: TCP for `http`, and with the
+    /// `rustls` feature TLS for `https`; without it, `https` URIs are refused.
     pub fn build<B: Body>(self) -> Result<Client<B>, Error> {
         let config = self.validate()?;
         self.tcp.validate()?;
         // The pool bounds the whole connect; the connector shares the same timeout
         // between addresses, so one that never answers cannot use all of it.
         let tcp = self.tcp.connect_timeout(config.connect_timeout);
-        Ok(Client::with_connector(config, self.retry, tcp))
+        let connector = crate::connect::BuiltinConnector::new(tcp);
+        #[cfg(unix)]
+        let connector = connector.unix(self.unix);
+        #[cfg(feature = "rustls")]
+        let connector = match self.tls {
+            Some(tls) => connector.tls(tls),
+            None => connector,
+        };
+        Ok(Client::with_connector(config, self.retry, connector))
     }
 
     /// Builds a [`PoolLayer`] that makes a [`Client`] from any connector. The `tcp_*`
-    /// options, `resolver`, `local_address` and `happy_eyeballs_timeout` do not apply
-    /// to a connector of your own.
+    /// options, `resolver`, `local_address`, `happy_eyeballs_timeout`, `tls_config` and
+    /// `unix_socket` do not apply to a connector of your own.
     pub fn layer<B>(self) -> Result<PoolLayer<B>, Error> {
         let config = self.validate()?;
         Ok(PoolLayer::from_parts(config, self.retry))

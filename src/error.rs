@@ -38,6 +38,9 @@ pub(crate) enum Kind {
     InvalidUri(String),
     /// Resolving or connecting to the origin failed.
     Connect(String),
+    /// The TLS handshake refused the server's certificate; the string names where.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    Certificate(String),
     /// Connecting (including any handshake of a user connector) took too long.
     ConnectTimeout(Duration),
     /// Waiting for a connection under `max_connections_per_origin` took too long.
@@ -123,6 +126,12 @@ impl Error {
         Error::new(Kind::Connect(what.into())).with_source(cause)
     }
 
+    /// A connect error for a server certificate the TLS handshake refused.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    pub(crate) fn certificate(what: impl Into<String>, cause: impl Into<BoxError>) -> Error {
+        Error::new(Kind::Certificate(what.into())).with_source(cause)
+    }
+
     pub(crate) fn request(progress: Progress, reused: bool, cause: impl Into<BoxError>) -> Error {
         let mut error = Error::new(Kind::Request).with_source(cause);
         error.inner.progress = progress;
@@ -197,7 +206,10 @@ impl Error {
     /// Opening a new connection failed (name resolution, TCP connect, a user
     /// connector's handshake, or the connect timeout).
     pub fn is_connect(&self) -> bool {
-        matches!(self.inner.kind, Kind::Connect(_) | Kind::ConnectTimeout(_))
+        matches!(
+            self.inner.kind,
+            Kind::Connect(_) | Kind::ConnectTimeout(_) | Kind::Certificate(_)
+        )
     }
 
     /// A time limit ran out: the connect timeout, or the checkout timeout while waiting
@@ -289,6 +301,13 @@ impl fmt::Display for Error {
             // The origin is already named in front.
             Kind::Connect(_) if inner.request.is_some() => f.write_str("failed to connect")?,
             Kind::Connect(what) => write!(f, "failed to connect to {what}")?,
+            Kind::Certificate(_) if inner.request.is_some() => {
+                f.write_str("failed to connect: the server's TLS certificate was refused")?
+            }
+            Kind::Certificate(what) => write!(
+                f,
+                "failed to connect to {what}: the server's TLS certificate was refused"
+            )?,
             Kind::ConnectTimeout(after) => {
                 write!(f, "connect timed out after {} ms", after.as_millis())?
             }

@@ -61,6 +61,22 @@
 //! `Client` is also a `tower::Service<http::Request<B>>`, and [`PoolLayer`] builds one
 //! over a connector of your own.
 //!
+//! # HTTPS, Unix sockets, connectors of your own
+//!
+//! - **HTTPS** (feature `rustls`): `https://` URIs work with `Client::builder().build()`,
+//!   over rustls with the `ring` provider and the platform's trust roots, or your own
+//!   configuration through `Builder::tls_config`. Every cure works through TLS: the
+//!   peek looks at the TCP socket under the session (a `close_notify` alert counts as
+//!   stray bytes), and a failed request is classified by the plaintext that reached
+//!   hyper, so a `close_notify` in the race window still leaves a GET resent.
+//! - **Unix domain sockets**: [`Builder::unix_socket`] sends every request to one
+//!   socket path (the URI still gives the `Host` header); the peek and the resend
+//!   rules work as on TCP, the `tcp_*` options do not apply.
+//! - **Your own connector** (native-tls, openssl, a tunnel): [`connect::TcpIo`] is a
+//!   tokio `AsyncRead + AsyncWrite`; wrap your stream in [`connect::Wrapped`] with the
+//!   socket's handle and hand it to [`PoolLayer`] (see [`connect`] and
+//!   `examples/custom_tls.rs`).
+//!
 //! # How a request flows
 //!
 //! The source tree reads in the order one request takes through it; imports only point

@@ -29,6 +29,7 @@ fn scenario(closefirst_settings: Option<(Duration, Duration)>) -> Scenario {
         keep_alive_hint: false,
         seed: 1,
         closefirst_settings,
+        tls: false,
     }
 }
 

@@ -7,7 +7,12 @@
 //! cargo run --example race
 //! cargo run --example race -- --requests 40 --latency-ms 25 --origin-idle-ms 2000 \
 //!     --gap-min-ms 1900 --gap-max-ms 2100 --hint --seed 7
+//! cargo run --example race -- --tls
 //! ```
+//!
+//! With `--tls` everything runs over HTTPS (a throwaway self-signed certificate; the
+//! control is hyper-util's legacy client over hyper-rustls): the origin closes idle
+//! connections with a TLS `close_notify` alert and a FIN, as nginx does.
 //!
 //! The idle gaps between requests are drawn around the origin's idle timeout. A request
 //! written in the last `2 × latency` before the origin's timer fires reaches a socket the
@@ -28,7 +33,7 @@ use http::Method;
 use schedule::{Outcome, Scenario, Which};
 
 const USAGE: &str = "usage: race [--requests N] [--latency-ms MS] [--origin-idle-ms MS] \
-[--gap-min-ms MS] [--gap-max-ms MS] [--hint] [--seed N]";
+[--gap-min-ms MS] [--gap-max-ms MS] [--hint] [--seed N] [--tls]";
 
 fn parse_args() -> Result<Scenario, String> {
     let mut scenario = Scenario {
@@ -40,6 +45,7 @@ fn parse_args() -> Result<Scenario, String> {
         keep_alive_hint: false,
         seed: 7,
         closefirst_settings: None,
+        tls: false,
     };
     let (mut gap_min, mut gap_max) = (None, None);
     let mut args = std::env::args().skip(1);
@@ -65,6 +71,7 @@ fn parse_args() -> Result<Scenario, String> {
             "--gap-max-ms" => gap_max = Some(Duration::from_millis(number("--gap-max-ms")?)),
             "--seed" => scenario.seed = number("--seed")?,
             "--hint" => scenario.keep_alive_hint = true,
+            "--tls" => scenario.tls = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -95,7 +102,8 @@ async fn main() -> ExitCode {
         }
     };
     println!(
-        "origin closes idle connections after {} ms ({}), {} ms one-way latency through the relay;",
+        "{} origin closes idle connections after {} ms ({}), {} ms one-way latency through the relay;",
+        if scenario.tls { "HTTPS" } else { "HTTP" },
         scenario.origin_idle.as_millis(),
         if scenario.keep_alive_hint {
             "and says so in Keep-Alive"

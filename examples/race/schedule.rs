@@ -14,6 +14,10 @@ use hyper_util::rt::TokioExecutor;
 
 use closefirst::lab::{Origin, OriginConfig, Relay};
 
+#[path = "certs.rs"]
+mod certs;
+use certs::TestCert;
+
 /// The two clients compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Which {
@@ -46,6 +50,9 @@ pub(crate) struct Scenario {
     pub(crate) seed: u64,
     /// `closefirst`'s (idle_timeout, keep_alive_margin); `None` for its defaults.
     pub(crate) closefirst_settings: Option<(Duration, Duration)>,
+    /// HTTPS end to end (the relay forwards the encrypted bytes): the origin closes
+    /// idle connections with a `close_notify` alert, then a FIN, as nginx does.
+    pub(crate) tls: bool,
 }
 
 /// What one run saw.
@@ -93,21 +100,37 @@ impl Gaps {
     }
 }
 
+type HttpConnector = hyper_util::client::legacy::connect::HttpConnector;
+
 enum AnyClient {
-    HyperUtil(LegacyClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>),
+    HyperUtil(LegacyClient<HttpConnector, Full<Bytes>>),
+    /// hyper-util's legacy client over hyper-rustls, as reqwest does HTTPS.
+    HyperUtilTls(LegacyClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
     Closefirst(closefirst::Client<Full<Bytes>>),
 }
 
 impl AnyClient {
-    fn new(which: Which, scenario: &Scenario) -> AnyClient {
-        match which {
-            Which::HyperUtil => {
+    /// The client `which`; with `cert`, speaking HTTPS and trusting only `cert`.
+    fn new(which: Which, scenario: &Scenario, cert: Option<&TestCert>) -> AnyClient {
+        match (which, cert) {
+            (Which::HyperUtil, None) => {
                 AnyClient::HyperUtil(LegacyClient::builder(TokioExecutor::new()).build_http())
             }
-            Which::Closefirst => {
+            (Which::HyperUtil, Some(cert)) => {
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(cert.client_config())
+                    .https_only()
+                    .enable_http1()
+                    .build();
+                AnyClient::HyperUtilTls(LegacyClient::builder(TokioExecutor::new()).build(https))
+            }
+            (Which::Closefirst, cert) => {
                 let mut builder = closefirst::Client::builder();
                 if let Some((idle_timeout, margin)) = scenario.closefirst_settings {
                     builder = builder.idle_timeout(idle_timeout).keep_alive_margin(margin);
+                }
+                if let Some(cert) = cert {
+                    builder = builder.tls_config(cert.client_config());
                 }
                 AnyClient::Closefirst(builder.build().expect("valid settings"))
             }
@@ -118,6 +141,10 @@ impl AnyClient {
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<(), String> {
         match self {
             AnyClient::HyperUtil(client) => {
+                let resp = client.request(req).await.map_err(|e| kind_of(&e))?;
+                resp.into_body().collect().await.map_err(|e| kind_of(&e))?;
+            }
+            AnyClient::HyperUtilTls(client) => {
                 let resp = client.request(req).await.map_err(|e| kind_of(&e))?;
                 resp.into_body().collect().await.map_err(|e| kind_of(&e))?;
             }
@@ -165,15 +192,20 @@ pub(crate) async fn run(
     scenario: &Scenario,
     mut progress: impl FnMut(usize, usize),
 ) -> std::io::Result<Outcome> {
-    let origin = Origin::start(OriginConfig {
+    let cert = scenario.tls.then(TestCert::new);
+    let mut origin = Origin::builder(OriginConfig {
         idle_timeout: scenario.origin_idle,
         send_keep_alive_hint: scenario.keep_alive_hint,
         ..OriginConfig::default()
-    })
-    .await?;
+    });
+    if let Some(cert) = &cert {
+        origin = origin.tls(cert.server_config());
+    }
+    let origin = origin.start().await?;
     let relay = Relay::start(origin.addr(), scenario.one_way_delay).await?;
-    let client = AnyClient::new(which, scenario);
-    let uri = format!("http://{}/", relay.addr());
+    let client = AnyClient::new(which, scenario, cert.as_ref());
+    let scheme = if scenario.tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{}/", relay.addr());
     let mut gaps = Gaps::new(scenario);
     let mut outcome = Outcome {
         requests: scenario.requests,

@@ -5,7 +5,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-use super::tcp::SocketHandle;
+use super::socket::SocketHandle;
 
 /// What a non-blocking peek at an idle connection's socket found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,13 +2,15 @@
 //! turns byte counts into a [`Progress`].
 //!
 //! Take a [`Mark`] of the connection's socket just before the request is handed to
-//! hyper; after a failure, [`progress`] compares it with a fresh one. Any byte read
-//! means the response started (invariant 4: "response started" means bytes reached
-//! hyper); otherwise any byte written means written with no response ("written" is
+//! hyper; after a failure, [`progress`] compares it with a fresh one. Any byte that
+//! reached hyper means the response started (invariant 4: "response started" means
+//! bytes reached hyper; under TLS that is plaintext, counted by
+//! [`Wrapped`](super::Wrapped), not the socket's bytes, of which a `close_notify` alert
+//! is some); otherwise any byte written means written with no response ("written" is
 //! conservative: any byte on the wire); otherwise nothing was written. A connection
 //! with no socket handle cannot be told apart, so it counts as the worst case.
 
-use super::tcp::SocketHandle;
+use super::socket::SocketHandle;
 use crate::error::Progress;
 
 /// A socket's byte counters at one moment.
@@ -42,8 +44,9 @@ impl SocketHandle {
     /// The byte counters now.
     pub(crate) fn mark(&self) -> Mark {
         // Read first: a response byte counted before the write counter is loaded
-        // can only make the answer more conservative, never less.
-        let read = self.bytes_read();
+        // can only make the answer more conservative, never less. "Read" is what
+        // reached hyper (plaintext under TLS); "written" is any byte on the wire.
+        let read = self.bytes_delivered();
         let written = self.bytes_written();
         Mark { read, written }
     }

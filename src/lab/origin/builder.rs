@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use super::config::{Fault, OriginConfig, RandomDelay, Settings};
+use super::stream::Transport;
 use super::Origin;
 
 /// Builds an [`Origin`] with more control than [`OriginConfig`] offers: what the
@@ -28,12 +29,14 @@ use super::Origin;
 #[must_use]
 pub struct OriginBuilder {
     settings: Settings,
+    transport: Transport,
 }
 
 impl OriginBuilder {
     pub(super) fn new(config: OriginConfig) -> OriginBuilder {
         OriginBuilder {
             settings: Settings::from(config),
+            transport: Transport::default(),
         }
     }
 
@@ -95,11 +98,31 @@ impl OriginBuilder {
         self
     }
 
+    /// Speaks TLS with `config` on its TCP listener (feature `rustls`): every
+    /// connection starts with a handshake, and every close the origin makes with a
+    /// FIN (the idle timer, `Connection: close`) sends a `close_notify` alert first, as
+    /// nginx does. [`Origin::url`] then says `https`. Defaults to plain TCP.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.transport.tls = Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)));
+        self
+    }
+
+    /// Also listens on a Unix domain socket at `path` (which must not exist yet),
+    /// serving it as the TCP listener is served, without TLS. The socket file is not
+    /// removed when the origin stops. Defaults to none.
+    #[cfg(unix)]
+    pub fn unix_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.transport.unix = Some(path.into());
+        self
+    }
+
     /// Listens on `127.0.0.1` (a free port) and serves on the current tokio runtime
     /// (`tokio::spawn`); it must be called from within one. Dropping the [`Origin`]
     /// aborts the server's tasks.
     pub async fn start(self) -> io::Result<Origin> {
-        Origin::spawn_task(self.settings)
+        Origin::spawn_task(self.settings, self.transport)
     }
 
     /// Listens on `127.0.0.1` (a free port) and serves on a new OS thread with its
@@ -108,6 +131,6 @@ impl OriginBuilder {
     /// dropping the [`Origin`] stops the runtime (closing every socket) and joins the
     /// thread.
     pub fn start_on_thread(self) -> io::Result<Origin> {
-        Origin::spawn_thread(self.settings)
+        Origin::spawn_thread(self.settings, self.transport)
     }
 }

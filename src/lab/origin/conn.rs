@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::config::{Fault, Settings};
 use super::request::{BodyKind, Head, Malformed};
 use super::response::{self, Answer};
 use super::stats::{lock, RecordedBody, Stats};
+use super::stream::ServerStream;
 use crate::lab::Rng;
 
 /// Room kept free in the read buffer before each read.
@@ -54,7 +53,7 @@ impl From<Malformed> for Stop {
 /// One accepted connection.
 pub(super) struct Conn {
     /// `None` once the origin has closed it.
-    pub(super) stream: Option<TcpStream>,
+    pub(super) stream: Option<ServerStream>,
     pub(super) buf: BytesMut,
     /// Index in accept order.
     index: usize,
@@ -75,13 +74,23 @@ impl Drop for Conn {
 
 impl Conn {
     /// Counts the connection as accepted and open.
-    pub(super) fn accepted(stream: TcpStream, stats: Arc<Stats>, settings: Arc<Settings>) -> Conn {
+    pub(super) fn accepted(
+        stream: ServerStream,
+        stats: Arc<Stats>,
+        settings: Arc<Settings>,
+    ) -> Conn {
         let index = Stats::add(&stats.connections);
         Stats::add(&stats.open_connections);
         lock(&stats.requests_per_connection).push(0);
-        // Responses go out at once, not after a delayed ACK.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "lab origin: set_nodelay failed");
+        // Responses go out at once, not after a delayed ACK (TCP only).
+        #[cfg(unix)]
+        let tcp = !matches!(stream, ServerStream::Unix(_));
+        #[cfg(not(unix))]
+        let tcp = true;
+        if tcp {
+            if let Err(error) = stream.sock_ref().set_tcp_nodelay(true) {
+                tracing::debug!(%error, "lab origin: set_nodelay failed");
+            }
         }
         Conn {
             stream: Some(stream),
@@ -123,7 +132,7 @@ impl Conn {
                 let _ = stream.shutdown().await;
             }
             Close::Rst => {
-                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                let _ = stream.sock_ref().set_linger(Some(Duration::ZERO));
             }
         }
         drop(stream);

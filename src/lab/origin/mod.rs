@@ -15,6 +15,7 @@ mod request;
 mod response;
 mod run;
 mod stats;
+mod stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub use stats::RecordedBody;
 use config::Settings;
 use run::Runner;
 use stats::{lock, Stats};
+use stream::Transport;
 
 /// An HTTP/1.1 server on `127.0.0.1` that closes idle keep-alive connections on a
 /// precise timer and counts what it executed.
@@ -63,6 +65,8 @@ use stats::{lock, Stats};
 #[derive(Debug)]
 pub struct Origin {
     addr: SocketAddr,
+    /// Whether the TCP listener speaks TLS.
+    tls: bool,
     stats: Arc<Stats>,
     runner: Runner,
 }
@@ -82,23 +86,27 @@ impl Origin {
         OriginBuilder::new(config)
     }
 
-    fn spawn_task(settings: Settings) -> io::Result<Origin> {
-        let (listener, addr) = run::bind()?;
+    fn spawn_task(settings: Settings, transport: Transport) -> io::Result<Origin> {
+        let tls = transport.is_tls();
+        let (listeners, addr) = run::Listeners::bind(transport)?;
         let stats = Arc::new(Stats::default());
-        let runner = run::spawn_task(listener, Arc::new(settings), Arc::clone(&stats))?;
+        let runner = run::spawn_task(listeners, Arc::new(settings), Arc::clone(&stats))?;
         Ok(Origin {
             addr,
+            tls,
             stats,
             runner,
         })
     }
 
-    fn spawn_thread(settings: Settings) -> io::Result<Origin> {
-        let (listener, addr) = run::bind()?;
+    fn spawn_thread(settings: Settings, transport: Transport) -> io::Result<Origin> {
+        let tls = transport.is_tls();
+        let (listeners, addr) = run::Listeners::bind(transport)?;
         let stats = Arc::new(Stats::default());
-        let runner = run::spawn_thread(listener, addr, Arc::new(settings), Arc::clone(&stats))?;
+        let runner = run::spawn_thread(listeners, addr, Arc::new(settings), Arc::clone(&stats))?;
         Ok(Origin {
             addr,
+            tls,
             stats,
             runner,
         })
@@ -109,9 +117,11 @@ impl Origin {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` followed by `path` (`https://` for an origin with
+    /// [`OriginBuilder::tls`]).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Connections accepted so far.

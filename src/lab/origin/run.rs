@@ -17,6 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::config::Settings;
 use super::conn::Conn;
 use super::stats::Stats;
+use super::stream::{ServerStream, Transport};
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
@@ -68,22 +69,76 @@ pub(super) fn bind() -> io::Result<(std::net::TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
+/// The listeners an origin accepts on, not yet registered with a runtime.
+pub(super) struct Listeners {
+    pub(super) tcp: std::net::TcpListener,
+    #[cfg(unix)]
+    pub(super) unix: Option<std::os::unix::net::UnixListener>,
+    pub(super) transport: Transport,
+}
+
+impl Listeners {
+    /// Binds the TCP listener, and the Unix one if `transport` asks for it.
+    pub(super) fn bind(transport: Transport) -> io::Result<(Listeners, SocketAddr)> {
+        let (tcp, addr) = bind()?;
+        #[cfg(unix)]
+        let unix = match &transport.unix {
+            Some(path) => {
+                let listener = std::os::unix::net::UnixListener::bind(path)?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        Ok((
+            Listeners {
+                tcp,
+                #[cfg(unix)]
+                unix,
+                transport,
+            },
+            addr,
+        ))
+    }
+
+    /// Registers the listeners with the current runtime.
+    fn register(self) -> io::Result<Accepting> {
+        Ok(Accepting {
+            tcp: Some(TcpListener::from_std(self.tcp)?),
+            #[cfg(unix)]
+            unix: self
+                .unix
+                .map(tokio::net::UnixListener::from_std)
+                .transpose()?,
+            transport: self.transport,
+        })
+    }
+}
+
+/// The listeners, registered, as the accept loop polls them.
+struct Accepting {
+    tcp: Option<TcpListener>,
+    #[cfg(unix)]
+    unix: Option<tokio::net::UnixListener>,
+    transport: Transport,
+}
+
 /// Starts the accept loop on the current runtime.
 pub(super) fn spawn_task(
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     settings: Arc<Settings>,
     stats: Arc<Stats>,
 ) -> io::Result<Runner> {
-    let listener = TcpListener::from_std(listener)?;
+    let accepting = listeners.register()?;
     Ok(Runner::Task(tokio::spawn(accept_loop(
-        listener, settings, stats,
+        accepting, settings, stats,
     ))))
 }
 
 /// Starts the accept loop on a new thread with its own runtime; returns once it
 /// listens.
 pub(super) fn spawn_thread(
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     addr: SocketAddr,
     settings: Arc<Settings>,
     stats: Arc<Stats>,
@@ -97,15 +152,15 @@ pub(super) fn spawn_thread(
         .name(format!("lab-origin-{}", addr.port()))
         .spawn(move || {
             runtime.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
+                let accepting = match listeners.register() {
+                    Ok(accepting) => accepting,
                     Err(error) => {
                         let _ = ready_tx.send(Err(error));
                         return;
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                tokio::spawn(accept_loop(listener, settings, stats));
+                tokio::spawn(accept_loop(accepting, settings, stats));
                 // Until a shutdown signal, or the handle vanished; the runtime is
                 // dropped after that, with every task and socket.
                 let _ = shutdown_rx.await;
@@ -125,18 +180,30 @@ pub(super) fn spawn_thread(
     Ok(runner)
 }
 
+/// A connection just accepted, before any TLS handshake.
+enum Accepted {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
 /// What woke the accept loop.
 enum Event {
     StopListening,
-    Accepted(io::Result<TcpStream>),
+    Accepted(io::Result<Accepted>),
     Reaped,
 }
 
-/// Accepts connections until the task is dropped; closes the listener (and goes on
+/// Accepts connections until the task is dropped; closes the listeners (and goes on
 /// serving) when a fault asks for it.
-async fn accept_loop(listener: TcpListener, settings: Arc<Settings>, stats: Arc<Stats>) {
+async fn accept_loop(accepting: Accepting, settings: Arc<Settings>, stats: Arc<Stats>) {
     let mut connections = JoinSet::new();
-    let mut listener = Some(listener);
+    let Accepting {
+        tcp: mut listener,
+        #[cfg(unix)]
+            unix: mut unix_listener,
+        transport,
+    } = accepting;
     loop {
         let event = {
             let mut stop = pin!(stats.stop_listening.notified());
@@ -146,7 +213,17 @@ async fn accept_loop(listener: TcpListener, settings: Arc<Settings>, stats: Arc<
                         return Poll::Ready(Event::StopListening);
                     }
                     if let Poll::Ready(accepted) = listener.poll_accept(cx) {
-                        return Poll::Ready(Event::Accepted(accepted.map(|(stream, _)| stream)));
+                        return Poll::Ready(Event::Accepted(
+                            accepted.map(|(stream, _)| Accepted::Tcp(stream)),
+                        ));
+                    }
+                }
+                #[cfg(unix)]
+                if let Some(unix) = &unix_listener {
+                    if let Poll::Ready(accepted) = unix.poll_accept(cx) {
+                        return Poll::Ready(Event::Accepted(
+                            accepted.map(|(stream, _)| Accepted::Unix(stream)),
+                        ));
                     }
                 }
                 // Reaps finished connections so the set does not grow with every accept.
@@ -160,11 +237,19 @@ async fn accept_loop(listener: TcpListener, settings: Arc<Settings>, stats: Arc<
         match event {
             Event::StopListening => {
                 listener = None;
+                #[cfg(unix)]
+                {
+                    unix_listener = None;
+                }
                 stats.listener_closed.notify_one();
             }
-            Event::Accepted(Ok(stream)) => {
-                let conn = Conn::accepted(stream, Arc::clone(&stats), Arc::clone(&settings));
-                connections.spawn(conn.run());
+            Event::Accepted(Ok(accepted)) => {
+                connections.spawn(serve(
+                    accepted,
+                    transport.clone(),
+                    Arc::clone(&stats),
+                    Arc::clone(&settings),
+                ));
             }
             Event::Accepted(Err(error)) => {
                 tracing::warn!(%error, "lab origin: accept failed");
@@ -173,4 +258,39 @@ async fn accept_loop(listener: TcpListener, settings: Arc<Settings>, stats: Arc<
             Event::Reaped => {}
         }
     }
+}
+
+/// Serves one accepted connection, after the TLS handshake if the origin speaks TLS.
+async fn serve(
+    accepted: Accepted,
+    transport: Transport,
+    stats: Arc<Stats>,
+    settings: Arc<Settings>,
+) {
+    let stream = match accepted {
+        Accepted::Tcp(stream) => match secure(&transport, stream).await {
+            Some(stream) => stream,
+            None => return,
+        },
+        #[cfg(unix)]
+        Accepted::Unix(stream) => ServerStream::Unix(stream),
+    };
+    Conn::accepted(stream, stats, settings).run().await;
+}
+
+/// The TLS handshake on a TCP connection, if the origin speaks TLS; `None` if it
+/// failed (the client went away, or refused the certificate).
+async fn secure(transport: &Transport, stream: TcpStream) -> Option<ServerStream> {
+    #[cfg(feature = "rustls")]
+    if let Some(tls) = &transport.tls {
+        return match tls.accept(stream).await {
+            Ok(stream) => Some(ServerStream::Tls(Box::new(stream))),
+            Err(error) => {
+                tracing::debug!(%error, "lab origin: TLS handshake failed");
+                None
+            }
+        };
+    }
+    let _ = transport;
+    Some(ServerStream::Tcp(stream))
 }
