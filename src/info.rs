@@ -29,6 +29,9 @@ pub struct ConnectionInfo {
     pub requests: u64,
     /// The peer's address, when the connector reports it.
     pub remote_addr: Option<SocketAddr>,
+    /// The connection's own (local) address, when the connector reports it: with the
+    /// peer's, it names the connection in the server's logs and in `ss`/`netstat`.
+    pub local_addr: Option<SocketAddr>,
     /// How many attempts the response took (1 when the first attempt succeeded).
     pub attempts: u32,
     /// The socket options as the kernel reported them when the connection was opened,
@@ -167,6 +170,7 @@ pub struct SocketOptions {
     pub keepalive_interval: Option<Duration>,
     /// `TCP_KEEPCNT`.
     pub keepalive_retries: Option<u32>,
-    /// `TCP_USER_TIMEOUT` (Linux). `Some(Duration::ZERO)` means the kernel default.
+    /// `TCP_USER_TIMEOUT` (Linux). `None` when it is not set (the kernel's own
+    /// retransmission limits apply) or the platform has no such option.
     pub user_timeout: Option<Duration>,
 }

@@ -26,6 +26,7 @@ use crate::info::SocketOptions;
 struct Shared {
     stream: TcpStream,
     remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
     options: SocketOptions,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
@@ -54,11 +55,13 @@ impl TcpIo {
     /// [`SocketHandle::socket_options`] are read from the kernel here.
     pub fn new(stream: TcpStream) -> TcpIo {
         let remote_addr = stream.peer_addr().ok();
+        let local_addr = stream.local_addr().ok();
         let options = SocketOptions::read_from(&SockRef::from(&stream));
         TcpIo {
             shared: Arc::new(Shared {
                 stream,
                 remote_addr,
+                local_addr,
                 options,
                 bytes_read: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
@@ -78,6 +81,11 @@ impl SocketHandle {
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.shared.remote_addr
+    }
+
+    /// The connection's own (local) address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.local_addr
     }
 
     /// The socket options as the kernel reported them when the connection was opened.
