@@ -118,5 +118,8 @@ pub use config::{
 };
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
-pub use info::{ConnectionInfo, Evictions, PoolStats, Refusals, Resends};
+pub use info::{
+    ConnectionInfo, Evictions, IdleCloses, OriginStats, PoolStats, Refusals, Resends,
+    MAX_TRACKED_ORIGINS,
+};
 pub use layer::PoolLayer;

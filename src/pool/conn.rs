@@ -199,7 +199,7 @@ impl<B: Send + 'static> Pool<B> {
                 pool.connection_ended(&task_origin, id);
             }
         });
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        self.record_opened(origin);
         let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
         tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
         let now = Instant::now();
