@@ -56,4 +56,4 @@ mod probe;
 pub use crate::header::{parse, KeepAlive, ParseError};
 pub use duration::{parse_duration, DurationError};
 pub use parity::{check_parity, ParityError};
-pub use probe::{probe, ProbeOptions, ProbeReport};
+pub use probe::{probe, HintMismatch, ProbeOptions, ProbeReport, HINT_TOLERANCE};
