@@ -105,6 +105,9 @@ pub mod keepalive;
 #[cfg(feature = "lab")]
 pub mod lab;
 mod layer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod origin;
 mod pool;
 pub mod retry;

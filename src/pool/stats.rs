@@ -359,6 +359,18 @@ impl<B> Pool<B> {
         }
     }
 
+    /// Connection `opened_at` to `origin` has ended (its task is done): with the
+    /// `metrics` feature, its lifetime goes to `http.client.connection.duration`.
+    pub(super) fn record_connection_closed(&self, origin: &Origin, opened_at: Instant) {
+        #[cfg(feature = "metrics")]
+        if let Some(record) = self.counters.origins.get(origin) {
+            let open_for = Instant::now().saturating_duration_since(opened_at);
+            crate::metrics::record_connection_duration(&record.host, record.port, open_for);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (origin, opened_at);
+    }
+
     /// Per-origin snapshots, sorted by origin.
     pub(crate) fn origin_stats(&self) -> Vec<OriginStats> {
         // The records first, then the pool's lock: the two locks are never held
