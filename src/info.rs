@@ -43,6 +43,8 @@ pub struct ConnectionInfo {
 ///
 /// Counters (`connections_opened`, `reuses`, `evictions`) only grow; gauges (`idle`,
 /// `active`, `waiting`) are the values at the time of the snapshot.
+/// [`Client::origin_stats`](crate::Client::origin_stats) gives the same per origin,
+/// with who closed idle connections first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
