@@ -267,7 +267,7 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
         1
     );
     let shortest = gauge(s, "closefirst.pool.server_close_shortest_idle", &closing_at);
-    assert!((0.15..2.0).contains(&shortest), "{shortest}");
+    assert!((0.05..5.0).contains(&shortest), "{shortest}");
     let learned = gauge(s, "closefirst.pool.learned_idle_timeout", &closing_at);
     assert_eq!(
         learned, shortest,

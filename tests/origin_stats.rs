@@ -104,7 +104,9 @@ async fn a_server_closing_before_the_client_deadline_is_server_closed_first_with
     assert_eq!((stats.idle, stats.active, stats.waiting), (0, 0, 0));
     let shortest = stats.idle_closes.shortest_server_close.expect("recorded");
     assert!(
-        shortest >= Duration::from_millis(250) && shortest < Duration::from_secs(3),
+        // Wide: the client's clock starts when it checks the connection in, a moment
+        // after the server's, and a busy machine stretches that moment.
+        shortest >= Duration::from_millis(100) && shortest < Duration::from_secs(3),
         "the server closes after 300 ms idle; measured {shortest:?}"
     );
     // Learned from the close (above the 100 ms margin).

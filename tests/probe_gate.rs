@@ -42,7 +42,8 @@ fn text(output: &Output) -> String {
 
 #[test]
 fn exits_zero_when_the_server_keeps_connections_longer_than_front_idle_plus_margin() {
-    let server = origin(Duration::from_millis(800), None);
+    // 1.5 s against 300 ms + 100 ms: a slow machine cannot blur the verdict.
+    let server = origin(Duration::from_millis(1_500), None);
     let output = probe(&[
         "--front-idle",
         "300ms",
@@ -72,12 +73,12 @@ fn exits_one_when_parity_fails() {
 
 #[test]
 fn several_uris_in_one_run_with_json_output() {
-    let long = origin(Duration::from_millis(1_500), None);
-    let short = origin(Duration::from_millis(300), None);
+    let long = origin(Duration::from_millis(2_500), None);
+    let short = origin(Duration::from_millis(200), None);
     let output = probe(&[
         "--json",
         "--front-idle",
-        "500ms",
+        "1s",
         "--margin",
         "200ms",
         &long.url("/a"),
@@ -86,7 +87,7 @@ fn several_uris_in_one_run_with_json_output() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let report = json(&output);
     assert_eq!(report["verdict"], "fail");
-    assert_eq!(report["front_idle_ms"], 500);
+    assert_eq!(report["front_idle_ms"], 1_000);
     assert_eq!(report["margin_ms"], 200);
     let results = report["results"].as_array().expect("results");
     assert_eq!(results.len(), 2);
@@ -97,15 +98,15 @@ fn several_uris_in_one_run_with_json_output() {
     let measured = results[0]["measured_idle_close_ms"]
         .as_u64()
         .expect("measured");
-    assert!((1_300..=1_600).contains(&measured), "{measured}");
+    assert!((2_000..=4_000).contains(&measured), "{measured}");
     assert_eq!(results[1]["verdict"], "fail");
     let measured = results[1]["measured_idle_close_ms"]
         .as_u64()
         .expect("measured");
-    assert!((200..=400).contains(&measured), "{measured}");
+    assert!((100..=1_000).contains(&measured), "{measured}");
     let message = results[1]["parity_message"].as_str().expect("a message");
     assert!(
-        message.contains("raise the backend keep-alive to at least 700 ms"),
+        message.contains("raise the backend keep-alive to at least 1200 ms"),
         "{message}"
     );
 }
@@ -114,8 +115,8 @@ fn several_uris_in_one_run_with_json_output() {
 fn a_hint_that_disagrees_with_the_measured_close_is_reported() {
     // Advertises 5 s, closes after 300 ms: a client trusting the hint races.
     let early = origin(Duration::from_millis(300), Some("timeout=5"));
-    // Advertises 1 s, closes after 2 s, as Node.js does (a second later).
-    let late = origin(Duration::from_secs(2), Some("timeout=1"));
+    // Advertises 1 s, closes well after, as Node.js does (a second or more later).
+    let late = origin(Duration::from_millis(2_500), Some("timeout=1"));
     // Keeps its word.
     let honest = origin(Duration::from_secs(1), Some("timeout=1"));
     let output = probe(&["--json", &early.url("/"), &late.url("/"), &honest.url("/")]);
