@@ -115,6 +115,14 @@ impl<B: Body> Client<B> {
             ..self.dispatch.pool.stats()
         }
     }
+
+    /// A snapshot per origin the pool has opened connections to (at most
+    /// [`MAX_TRACKED_ORIGINS`](crate::MAX_TRACKED_ORIGINS)), sorted by origin: its
+    /// connections, evictions, learned idle timeout, and who closed idle connections
+    /// first. See [`OriginStats`](crate::OriginStats).
+    pub fn origin_stats(&self) -> Vec<crate::OriginStats> {
+        self.dispatch.pool.origin_stats()
+    }
 }
 
 /// A connector's error as the client reports it: the built-in connector already

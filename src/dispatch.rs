@@ -90,6 +90,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                         idle_for,
                         requests: conn.requests,
                         remote_addr: conn.socket.as_ref().and_then(|s| s.remote_addr()),
+                        local_addr: conn.socket.as_ref().and_then(|s| s.local_addr()),
                         attempts,
                         socket: conn.socket.as_ref().map(|s| s.socket_options()),
                     });

@@ -29,6 +29,9 @@ pub struct ConnectionInfo {
     pub requests: u64,
     /// The peer's address, when the connector reports it.
     pub remote_addr: Option<SocketAddr>,
+    /// The connection's own (local) address, when the connector reports it: with the
+    /// peer's, it names the connection in the server's logs and in `ss`/`netstat`.
+    pub local_addr: Option<SocketAddr>,
     /// How many attempts the response took (1 when the first attempt succeeded).
     pub attempts: u32,
     /// The socket options as the kernel reported them when the connection was opened,
@@ -40,6 +43,8 @@ pub struct ConnectionInfo {
 ///
 /// Counters (`connections_opened`, `reuses`, `evictions`) only grow; gauges (`idle`,
 /// `active`, `waiting`) are the values at the time of the snapshot.
+/// [`Client::origin_stats`](crate::Client::origin_stats) gives the same per origin,
+/// with who closed idle connections first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -63,6 +68,68 @@ pub struct PoolStats {
     /// The idle timeout learned per origin (`http://host:port`) from the server's own
     /// closes, as in force now. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
     pub learned_idle_timeouts: BTreeMap<String, Duration>,
+}
+
+/// One origin's share of the pool, from
+/// [`Client::origin_stats`](crate::Client::origin_stats): the live evidence for (or
+/// against) keep-alive parity with that server.
+///
+/// Counters only grow while the origin is tracked; gauges (`idle`, `active`,
+/// `waiting`, `learned_idle_timeout`) are the values at the time of the snapshot. The
+/// pool tracks at most [`MAX_TRACKED_ORIGINS`] origins; beyond that, the one that
+/// opened a connection least recently is forgotten (its counters start again from
+/// zero if it comes back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OriginStats {
+    /// The origin, `scheme://host[:port]` (no default port), as in
+    /// [`PoolStats::learned_idle_timeouts`].
+    pub origin: String,
+    /// The host as a connector dials it: a name, or an IP address (IPv6 without
+    /// brackets).
+    pub host: String,
+    /// The port, the scheme's default when the URI names none.
+    pub port: u16,
+    /// Connections to this origin sitting idle in the pool now.
+    pub idle: usize,
+    /// Connections to this origin open or being opened and not idle.
+    pub active: usize,
+    /// Requests waiting for a connection to this origin under
+    /// `max_connections_per_origin`.
+    pub waiting: usize,
+    /// Connections opened to this origin.
+    pub connections_opened: u64,
+    /// Connections to this origin removed from the pool, by reason.
+    pub evictions: Evictions,
+    /// The idle timeout learned from this server's own closes, as in force now; `None`
+    /// when nothing is learned (or learning is off).
+    pub learned_idle_timeout: Option<Duration>,
+    /// Who closed idle connections first: the client at its deadline, or the server.
+    pub idle_closes: IdleCloses,
+}
+
+/// The most origins [`Client::origin_stats`](crate::Client::origin_stats) tracks.
+pub const MAX_TRACKED_ORIGINS: usize = 1024;
+
+/// Who closed idle connections first, per origin. See [`OriginStats`].
+///
+/// With parity (`server keep-alive >= client idle timeout + margin`) every idle
+/// connection is closed by the client at its deadline and `by_server` stays zero. A
+/// server close of an idle connection is the live parity violation: the server's
+/// keep-alive is shorter than the client's deadline for that connection, and a request
+/// racing the server's FIN can fail. The first one per origin is logged at `warn`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdleCloses {
+    /// Idle connections the client closed when their deadline passed (idle timeout,
+    /// server hint, learned timeout or lifetime), before the server did.
+    pub by_client: u64,
+    /// Idle connections the server closed first: found closed by the connection task
+    /// or the pre-reuse check, or met closing by a request on a reused connection.
+    pub by_server: u64,
+    /// The shortest time a connection had been idle when the server closed it: an
+    /// upper bound of the server's keep-alive. `None` until the server closes one.
+    pub shortest_server_close: Option<Duration>,
 }
 
 /// Failed requests that were sent again, by how far they had got. See
@@ -167,6 +234,7 @@ pub struct SocketOptions {
     pub keepalive_interval: Option<Duration>,
     /// `TCP_KEEPCNT`.
     pub keepalive_retries: Option<u32>,
-    /// `TCP_USER_TIMEOUT` (Linux). `Some(Duration::ZERO)` means the kernel default.
+    /// `TCP_USER_TIMEOUT` (Linux). `None` when it is not set (the kernel's own
+    /// retransmission limits apply) or the platform has no such option.
     pub user_timeout: Option<Duration>,
 }

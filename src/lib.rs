@@ -122,6 +122,9 @@ pub mod keepalive;
 #[cfg(feature = "lab")]
 pub mod lab;
 mod layer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod origin;
 mod pool;
 pub mod retry;
@@ -135,5 +138,8 @@ pub use config::{
 };
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
-pub use info::{ConnectionInfo, Evictions, PoolStats, Refusals, Resends};
+pub use info::{
+    ConnectionInfo, Evictions, IdleCloses, OriginStats, PoolStats, Refusals, Resends,
+    MAX_TRACKED_ORIGINS,
+};
 pub use layer::PoolLayer;

@@ -54,7 +54,10 @@ async fn defaults_are_applied_to_the_socket() {
     assert_eq!(options.keepalive_idle, Some(Duration::from_secs(30)));
     assert_eq!(options.keepalive_interval, Some(Duration::from_secs(10)));
     assert_eq!(options.keepalive_retries, Some(3));
-    assert_eq!(options.user_timeout, Some(Duration::ZERO), "kernel default");
+    assert_eq!(
+        options.user_timeout, None,
+        "not set: the kernel default applies"
+    );
     assert_eq!(options.nodelay, Some(true));
 }
 

@@ -94,9 +94,8 @@ cfg_else! {
         }
 
         fn read_user_timeout(sock: &SockRef<'_>) -> Option<Duration> {
-            sock.tcp_user_timeout()
-                .ok()
-                .map(|t| t.unwrap_or(Duration::ZERO))
+            // The kernel reports "not set" as 0, which socket2 turns into `None`.
+            sock.tcp_user_timeout().ok().flatten()
         }
     } else {
         /// A no-op: the platform has no `TCP_USER_TIMEOUT`, and leaving it unset is

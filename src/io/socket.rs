@@ -80,6 +80,7 @@ impl Stream {
 struct Shared {
     stream: Stream,
     remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
     options: SocketOptions,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
@@ -113,12 +114,14 @@ impl SocketIo {
     pub(super) fn new(
         stream: Stream,
         remote_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
         options: SocketOptions,
     ) -> SocketIo {
         SocketIo {
             shared: Arc::new(Shared {
                 stream,
                 remote_addr,
+                local_addr,
                 options,
                 bytes_read: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
@@ -143,6 +146,11 @@ impl SocketHandle {
     /// The peer's address (`None` for a Unix domain socket).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.shared.remote_addr
+    }
+
+    /// The connection's own (local) address; `None` on a Unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.local_addr
     }
 
     /// The socket options as the kernel reported them when the connection was opened

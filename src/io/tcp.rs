@@ -28,9 +28,10 @@ impl TcpIo {
     /// [`SocketHandle::socket_options`] are read from the kernel here.
     pub fn new(stream: TcpStream) -> TcpIo {
         let remote_addr = stream.peer_addr().ok();
+        let local_addr = stream.local_addr().ok();
         let options = SocketOptions::read_from(&SockRef::from(&stream));
         TcpIo {
-            io: SocketIo::new(Stream::Tcp(stream), remote_addr, options),
+            io: SocketIo::new(Stream::Tcp(stream), remote_addr, local_addr, options),
         }
     }
 

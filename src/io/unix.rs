@@ -22,7 +22,7 @@ impl UnixIo {
     /// Wraps a connected stream.
     pub fn new(stream: UnixStream) -> UnixIo {
         UnixIo {
-            io: SocketIo::new(Stream::Unix(stream), None, SocketOptions::default()),
+            io: SocketIo::new(Stream::Unix(stream), None, None, SocketOptions::default()),
         }
     }
 

@@ -38,6 +38,12 @@
 //! reads durations with explicit units (`90s`, `1m30s`, `250ms`) so that seconds and
 //! milliseconds are never confused.
 //!
+//! The `closefirst-probe` binary runs [`probe`] from a shell, on several URIs at once,
+//! with `--json` output, and exits non-zero when parity fails, so that a deploy can be
+//! gated on it (`cargo install closefirst`, then `closefirst-probe --help`). In a
+//! running client, [`Client::origin_stats`](crate::Client::origin_stats) shows the
+//! same evidence live: which side closed idle connections first.
+//!
 //! ```
 //! use std::time::Duration;
 //! use closefirst::keepalive::{check_parity, parse_duration};
@@ -56,4 +62,4 @@ mod probe;
 pub use crate::header::{parse, KeepAlive, ParseError};
 pub use duration::{parse_duration, DurationError};
 pub use parity::{check_parity, ParityError};
-pub use probe::{probe, ProbeOptions, ProbeReport};
+pub use probe::{probe, HintMismatch, ProbeOptions, ProbeReport, HINT_TOLERANCE};

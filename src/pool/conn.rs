@@ -190,16 +190,18 @@ impl<B: Send + 'static> Pool<B> {
         let task_origin = origin.clone();
         let task_gone = Arc::new(AtomicBool::new(false));
         let unfinished = TaskGone(Some(Arc::clone(&task_gone)));
+        let opened_at = Instant::now();
         tokio::spawn(async move {
             if let Err(error) = driver.await {
                 tracing::debug!(origin = %task_origin, conn = id, %error, "connection ended with an error");
             }
             unfinished.finished();
             if let Some(pool) = pool.upgrade() {
+                pool.record_connection_closed(&task_origin, opened_at);
                 pool.connection_ended(&task_origin, id);
             }
         });
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        self.record_opened(origin);
         let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
         tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
         let now = Instant::now();

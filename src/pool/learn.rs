@@ -196,6 +196,16 @@ impl LearnedOrigins {
             .retain(|_, entry| entry.learned.effective(now, ceiling).is_some());
     }
 
+    /// The value in force for `origin`, without forgetting a relaxed one.
+    pub(super) fn peek(
+        &self,
+        origin: &Origin,
+        now: Instant,
+        ceiling: Duration,
+    ) -> Option<Duration> {
+        self.map.get(origin)?.learned.effective(now, ceiling)
+    }
+
     /// The values in force, with their origins' names; one allocation, whatever the
     /// number of origins.
     pub(super) fn snapshot(&self, now: Instant, ceiling: Duration) -> Vec<(Arc<str>, Duration)> {
@@ -227,6 +237,8 @@ impl<B> Pool<B> {
     /// The server closed a connection of `origin` that had been idle for `idle_for`
     /// (or a request met one that was closing): an observation of its idle timer.
     pub(crate) fn observe_server_close(&self, origin: &Origin, idle_for: Duration) {
+        // Evidence for the operator whether or not the pool learns from it.
+        self.record_server_close(origin, idle_for);
         if !self.config.learn_idle_timeout {
             return;
         }

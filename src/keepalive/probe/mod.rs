@@ -10,7 +10,7 @@ mod options;
 mod report;
 
 pub use options::ProbeOptions;
-pub use report::ProbeReport;
+pub use report::{HintMismatch, ProbeReport, HINT_TOLERANCE};
 
 use std::io;
 use std::time::Duration;
@@ -26,6 +26,7 @@ use super::parity::Millis;
 use crate::connect::TcpConnector;
 use crate::error::{Error, Kind};
 use crate::io::Mark;
+use crate::io::TcpIo;
 use crate::origin::{origin_form, Origin};
 use crate::Progress;
 
@@ -47,7 +48,7 @@ use crate::Progress;
 /// # Errors
 ///
 /// - [`Error::is_invalid_uri`]: `uri` is not an absolute `http` URI with a host
-///   (`https` is not supported).
+///   (this build has no TLS client, so `https` is refused too).
 /// - [`Error::is_config`]: an option is refused, or there is no tokio runtime.
 /// - [`Error::is_connect`]: resolving or connecting failed or timed out.
 /// - Otherwise the request failed; [`Error::request_progress`] says how far it got
@@ -76,15 +77,7 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
     }
     let (origin, target) = request_target(uri)?;
 
-    let io = match tokio::time::timeout(
-        options.connect_timeout,
-        TcpConnector::new().oneshot(uri.clone()),
-    )
-    .await
-    {
-        Ok(connected) => connected?,
-        Err(_) => return Err(Error::new(Kind::ConnectTimeout(options.connect_timeout))),
-    };
+    let io = open(uri, &options).await?;
     let socket = io.handle();
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await
@@ -151,19 +144,33 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
     ))
 }
 
-/// The origin (for the `Host` header) and the origin-form request target for `uri`,
-/// which must be an absolute plain-`http` URI.
-fn request_target(uri: &Uri) -> Result<(Origin, Uri), Error> {
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+/// Opens the connection to measure, within the connect timeout. One arm per scheme:
+/// the IO is what hyper reads and writes, and its socket handle is what the probe
+/// classifies a failure with, whatever the transport.
+async fn open(uri: &Uri, options: &ProbeOptions) -> Result<TcpIo, Error> {
+    let connecting = match uri.scheme_str() {
+        Some("http") => TcpConnector::new().oneshot(uri.clone()),
+        _ => {
             return Err(Error::invalid_uri(format!(
-                "`{uri}`: the probe speaks plain `http` only, not `https`"
+                "`{uri}`: this build of the probe speaks plain `http` only; it has no TLS \
+                 client for `https` (probe the backend's plain-http port instead)"
             )))
         }
+    };
+    match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(connected) => connected,
+        Err(_) => Err(Error::new(Kind::ConnectTimeout(options.connect_timeout))),
+    }
+}
+
+/// The origin (for the `Host` header) and the origin-form request target for `uri`,
+/// which must be an absolute `http` or `https` URI.
+fn request_target(uri: &Uri) -> Result<(Origin, Uri), Error> {
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(Error::invalid_uri(format!(
-                "`{uri}`: unsupported scheme `{other}`; the probe speaks plain `http` only"
+                "`{uri}`: unsupported scheme `{other}`; the probe speaks `http`"
             )))
         }
         None => {
@@ -193,7 +200,9 @@ mod tests {
         let (origin, target) = request_target(&Uri::from_static("http://a.test:80?y=1")).unwrap();
         assert_eq!(origin.host_header(), "a.test");
         assert_eq!(target, "/?y=1");
-        for bad in ["https://a.test/", "ftp://a.test/", "/path", "a.test:80"] {
+        let (origin, _) = request_target(&Uri::from_static("https://a.test:443/")).unwrap();
+        assert_eq!(origin.host_header(), "a.test");
+        for bad in ["ftp://a.test/", "/path", "a.test:80"] {
             let err = request_target(&bad.parse().unwrap()).unwrap_err();
             assert!(err.is_invalid_uri(), "{bad}: {err}");
         }

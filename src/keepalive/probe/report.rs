@@ -12,6 +12,38 @@ use super::options::ProbeOptions;
 use crate::header::{connection_has, from_headers, KeepAlive, ParseError, KEEP_ALIVE};
 use crate::keepalive::parity::{check_parity, ParityError};
 
+/// How far the measured close may stray from the server's `Keep-Alive: timeout=N` hint
+/// before [`ProbeReport::hint_mismatch`] reports it. The hint is in whole seconds and
+/// the measurement starts a moment after the server's timer does, so a server that
+/// keeps its word lands well inside this.
+pub const HINT_TOLERANCE: Duration = Duration::from_millis(500);
+
+/// The server's `Keep-Alive: timeout` hint disagrees with the close the probe
+/// measured (by more than [`HINT_TOLERANCE`]). See [`ProbeReport::hint_mismatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HintMismatch {
+    /// The server closed the idle connection sooner than its hint says: a client
+    /// that trusts the hint writes onto connections the server is closing. Only the
+    /// measured value is safe to configure against.
+    ClosesEarlier {
+        /// The advertised `timeout`.
+        hint: Duration,
+        /// The measured close.
+        measured: Duration,
+    },
+    /// The server kept the idle connection longer than its hint says (Node.js
+    /// advertises `timeout=5` and closes about a second later). A client that trusts
+    /// the hint is safe, but the hint is not the server's real setting.
+    ClosesLater {
+        /// The advertised `timeout`.
+        hint: Duration,
+        /// The measured close; `None` when the connection was still open after
+        /// [`max_wait`](ProbeReport::max_wait).
+        measured: Option<Duration>,
+    },
+}
+
 /// What [`probe`](super::probe) found out about a server.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -76,6 +108,32 @@ impl ProbeReport {
         self.backend_keep_alive()?
             .checked_sub(self.margin)
             .filter(|timeout| !timeout.is_zero())
+    }
+
+    /// Whether the `Keep-Alive: timeout` hint disagrees with the measured close by
+    /// more than [`HINT_TOLERANCE`]; `None` when it agrees, when there is no hint, or
+    /// when the server refused keep-alive. A server still open after `max_wait`
+    /// disagrees only if `max_wait` is past the hint plus the tolerance.
+    pub fn hint_mismatch(&self) -> Option<HintMismatch> {
+        let hint = self.hint_timeout()?;
+        if self.keep_alive_refused {
+            return None;
+        }
+        let late_after = hint.saturating_add(HINT_TOLERANCE);
+        match self.idle_close {
+            Some(measured) if measured.saturating_add(HINT_TOLERANCE) < hint => {
+                Some(HintMismatch::ClosesEarlier { hint, measured })
+            }
+            Some(measured) if measured > late_after => Some(HintMismatch::ClosesLater {
+                hint,
+                measured: Some(measured),
+            }),
+            None if self.max_wait > late_after => Some(HintMismatch::ClosesLater {
+                hint,
+                measured: None,
+            }),
+            _ => None,
+        }
     }
 
     /// The report on the response `head`, the server's close measured `idle_close`
@@ -188,6 +246,53 @@ mod tests {
             report(Some(Duration::ZERO), None).recommended_idle_timeout(),
             None
         );
+    }
+
+    #[test]
+    fn a_hint_is_held_to_the_measured_close_within_the_tolerance() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Kept its word: the measurement starts a moment after the server's timer.
+        assert_eq!(report(Some(ms(4_998)), Some(5)).hint_mismatch(), None);
+        assert_eq!(report(Some(ms(5_400)), Some(5)).hint_mismatch(), None);
+        assert_eq!(report(Some(ms(4_600)), Some(5)).hint_mismatch(), None);
+        assert_eq!(
+            report(Some(ms(6_001)), Some(5)).hint_mismatch(),
+            Some(HintMismatch::ClosesLater {
+                hint: secs(5),
+                measured: Some(ms(6_001))
+            }),
+            "Node.js: timeout=5, closes a second later"
+        );
+        assert_eq!(
+            report(Some(ms(300)), Some(5)).hint_mismatch(),
+            Some(HintMismatch::ClosesEarlier {
+                hint: secs(5),
+                measured: ms(300)
+            })
+        );
+        assert_eq!(
+            report(None, Some(5)).hint_mismatch(),
+            Some(HintMismatch::ClosesLater {
+                hint: secs(5),
+                measured: None
+            }),
+            "still open after max_wait 300 s"
+        );
+        let mut short_wait = report(None, Some(5));
+        short_wait.max_wait = secs(5);
+        assert_eq!(
+            short_wait.hint_mismatch(),
+            None,
+            "could not wait long enough"
+        );
+        assert_eq!(report(Some(ms(300)), None).hint_mismatch(), None);
+        let mut refused = report(Some(Duration::ZERO), Some(5));
+        refused.keep_alive_refused = true;
+        assert_eq!(refused.hint_mismatch(), None);
+        // A hint as large as a hint can be: no overflow.
+        let huge = report(Some(ms(1)), Some(u64::MAX)).hint_mismatch();
+        assert!(matches!(huge, Some(HintMismatch::ClosesEarlier { .. })));
     }
 
     #[test]

@@ -1,0 +1,485 @@
+//! `closefirst-probe`: measures how long servers keep an idle keep-alive connection
+//! open, checks `server keep-alive >= front idle timeout + margin`, and exits non-zero
+//! when that fails, so that a deploy can be gated on it.
+//!
+//! ```text
+//! closefirst-probe [--front-idle 4s] [--margin 1s] [--max-wait 5m] [--get] [--json] URI...
+//! cargo run --bin closefirst-probe -- --front-idle 4s http://10.0.0.7:8000/health
+//! ```
+//!
+//! - `URI...`: one or more `http://host[:port]/path`; they are probed at the same time,
+//!   one connection each.
+//! - `--front-idle D`: the idle timeout of the client in front of the servers (a
+//!   proxy's upstream idle timeout, this crate's `idle_timeout`). Without it, nothing
+//!   is checked and the probe only reports.
+//! - `--margin D`: safety margin (default 1s).
+//! - `--max-wait D`: how long to hold each idle connection waiting for the server to
+//!   close it (default 5m).
+//! - `--get`: send `GET` instead of `HEAD`.
+//! - `--json`: print one JSON object on stdout instead of the text report.
+//!
+//! Durations need a unit: `90s`, `1500ms`, `1m30s`. Every value in the JSON output
+//! is in milliseconds (`*_ms`).
+//!
+//! Exit status: 0 when every URI passes (or, without `--front-idle`, was measured);
+//! 1 when parity fails for at least one URI; 2 on bad arguments; 3 when parity could not
+//! be decided for some URI (the probe failed, or the server stayed open for all of
+//! `--max-wait` but `--max-wait` is shorter than front idle + margin) and none fails.
+//!
+//! A binary target rather than an example: it needs nothing the library does not
+//! already depend on, `cargo install closefirst` puts it on a deploy host, and the
+//! integration tests run this very program (`CARGO_BIN_EXE_closefirst-probe`).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use closefirst::keepalive::{parse_duration, probe, HintMismatch, ProbeOptions, ProbeReport};
+
+const USAGE: &str = "usage: closefirst-probe [--front-idle 4s] [--margin 1s] [--max-wait 5m] \
+                     [--get] [--json] <http://host[:port]/path>...";
+
+const EXIT_PARITY_FAILS: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNDECIDED: u8 = 3;
+
+struct Args {
+    uris: Vec<http::Uri>,
+    options: ProbeOptions,
+    front_idle: Option<Duration>,
+    margin: Duration,
+    max_wait: Duration,
+    json: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut uris = Vec::new();
+    let mut options = ProbeOptions::new();
+    let mut front_idle = None;
+    let mut margin = Duration::from_secs(1);
+    let mut max_wait = Duration::from_secs(300);
+    let mut json = false;
+    while let Some(arg) = args.next() {
+        let mut duration_for = |flag: &str| -> Result<Duration, String> {
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a duration, such as 4s"))?;
+            parse_duration(&value).map_err(|e| format!("{flag}: {e}"))
+        };
+        match arg.as_str() {
+            "--front-idle" => front_idle = Some(duration_for("--front-idle")?),
+            "--margin" => margin = duration_for("--margin")?,
+            "--max-wait" => max_wait = duration_for("--max-wait")?,
+            "--get" => options = options.method(http::Method::GET),
+            "--json" => json = true,
+            flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
+            _ => {
+                let parsed = arg
+                    .parse::<http::Uri>()
+                    .map_err(|e| format!("`{arg}` is not a URI: {e}"))?;
+                uris.push(parsed);
+            }
+        }
+    }
+    if uris.is_empty() {
+        return Err("missing the URI to probe".to_owned());
+    }
+    let options = options
+        .front_idle(front_idle)
+        .margin(margin)
+        .max_wait(max_wait);
+    Ok(Args {
+        uris,
+        options,
+        front_idle,
+        margin,
+        max_wait,
+        json,
+    })
+}
+
+/// One URI's parity, as the exit status counts it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Parity holds, or nothing was asked (no `--front-idle`) and the probe worked.
+    Pass,
+    Fail,
+    /// The probe failed, or what it found cannot decide parity.
+    Undecided,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Undecided => "undecided",
+        }
+    }
+}
+
+fn verdict(
+    result: &Result<ProbeReport, closefirst::Error>,
+    front_idle: Option<Duration>,
+) -> Verdict {
+    match (result, front_idle) {
+        (Err(_), _) => Verdict::Undecided,
+        (Ok(_), None) => Verdict::Pass,
+        (Ok(report), Some(_)) => match &report.parity {
+            Some(Ok(())) => Verdict::Pass,
+            Some(Err(_)) => Verdict::Fail,
+            None => Verdict::Undecided,
+        },
+    }
+}
+
+fn exit_status(verdicts: &[Verdict]) -> ExitCode {
+    if verdicts.contains(&Verdict::Fail) {
+        ExitCode::from(EXIT_PARITY_FAILS)
+    } else if verdicts.contains(&Verdict::Undecided) {
+        ExitCode::from(EXIT_UNDECIDED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The error and its causes on one line.
+fn error_chain(error: &closefirst::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn mismatch_text(mismatch: HintMismatch) -> String {
+    match mismatch {
+        HintMismatch::ClosesEarlier { hint, measured } => format!(
+            "the server advertises timeout {} but closed after {}: do not trust its hint",
+            ms(hint),
+            ms(measured)
+        ),
+        HintMismatch::ClosesLater {
+            hint,
+            measured: Some(measured),
+        } => format!(
+            "the server advertises timeout {} but closed only after {}",
+            ms(hint),
+            ms(measured)
+        ),
+        HintMismatch::ClosesLater {
+            hint,
+            measured: None,
+        } => format!(
+            "the server advertises timeout {} but was still open after --max-wait",
+            ms(hint)
+        ),
+        _ => format!("{mismatch:?}"),
+    }
+}
+
+fn print_report(args: &Args, report: &ProbeReport) {
+    let none = || "(none)".to_owned();
+    println!(
+        "status:                   {} ({:?})",
+        report.status, report.version
+    );
+    println!(
+        "server:                   {}",
+        report.server_header.clone().unwrap_or_else(none)
+    );
+    println!(
+        "connection header:        {}",
+        report.connection_header.clone().unwrap_or_else(none)
+    );
+    println!(
+        "keep-alive header:        {}",
+        report.keep_alive_header.clone().unwrap_or_else(none)
+    );
+    if let Some(error) = &report.keep_alive_error {
+        println!("                          ({error})");
+    }
+    println!(
+        "keep-alive hint:          {}",
+        report.hint_timeout().map_or_else(none, ms)
+    );
+    let measured = match report.idle_close {
+        _ if report.keep_alive_refused => "0 ms (the server refuses keep-alive)".to_owned(),
+        Some(close) => ms(close),
+        None => format!("still open after {}", ms(args.max_wait)),
+    };
+    println!("measured idle close:      {measured}");
+    if let Some(mismatch) = report.hint_mismatch() {
+        println!("hint disagrees:           {}", mismatch_text(mismatch));
+    }
+    match report.recommended_idle_timeout() {
+        Some(timeout) => println!(
+            "recommended idle_timeout: {} (server keep-alive {} - margin {})",
+            ms(timeout),
+            report.backend_keep_alive().map_or_else(none, ms),
+            ms(args.margin)
+        ),
+        None if report.backend_keep_alive().is_none() => println!(
+            "recommended idle_timeout: unknown (no hint, and the server did not close \
+             within --max-wait)"
+        ),
+        None => println!(
+            "recommended idle_timeout: none: the margin leaves no time; do not keep idle \
+             connections to this server"
+        ),
+    }
+    if let Some(front_idle) = args.front_idle {
+        let verdict = match &report.parity {
+            Some(Ok(())) => "ok, the client closes first".to_owned(),
+            Some(Err(e)) => format!("FAILS: {e}"),
+            None => "undecided (the server stayed open for all of --max-wait, which is \
+                     shorter than front idle + margin; raise --max-wait)"
+                .to_owned(),
+        };
+        println!(
+            "parity (front idle {}, margin {}): {verdict}",
+            ms(front_idle),
+            ms(args.margin)
+        );
+    }
+}
+
+fn print_text(args: &Args, outcomes: &[(String, Result<ProbeReport, closefirst::Error>)]) {
+    for (uri, result) in outcomes {
+        println!("== {uri}");
+        match result {
+            Ok(report) => print_report(args, report),
+            Err(e) => println!("probe failed:             {}", error_chain(e)),
+        }
+    }
+    if args.front_idle.is_some() {
+        let verdicts: Vec<_> = outcomes
+            .iter()
+            .map(|(_, result)| verdict(result, args.front_idle))
+            .collect();
+        let count = |v: Verdict| verdicts.iter().filter(|&&x| x == v).count();
+        println!(
+            "== parity: {} pass, {} fail, {} undecided",
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Undecided)
+        );
+    }
+}
+
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_opt_string(text: Option<&str>) -> String {
+    text.map_or_else(|| "null".to_owned(), json_string)
+}
+
+fn json_ms(d: Option<Duration>) -> String {
+    d.map_or_else(|| "null".to_owned(), |d| d.as_millis().to_string())
+}
+
+fn json_report(out: &mut String, report: &ProbeReport) {
+    let mismatch = match report.hint_mismatch() {
+        None => "null".to_owned(),
+        Some(HintMismatch::ClosesEarlier { hint, measured }) => format!(
+            "{{\"closes\":\"earlier\",\"hint_ms\":{},\"measured_ms\":{}}}",
+            hint.as_millis(),
+            measured.as_millis()
+        ),
+        Some(HintMismatch::ClosesLater { hint, measured }) => format!(
+            "{{\"closes\":\"later\",\"hint_ms\":{},\"measured_ms\":{}}}",
+            hint.as_millis(),
+            json_ms(measured)
+        ),
+        Some(other) => format!("{{\"closes\":{}}}", json_string(&format!("{other:?}"))),
+    };
+    let parity_message = match &report.parity {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let _ = write!(
+        out,
+        ",\"status\":{},\"version\":{},\"remote_addr\":{},\"server\":{},\
+         \"connection_header\":{},\"keep_alive_header\":{},\"keep_alive_error\":{},\
+         \"keep_alive_refused\":{},\"hint_timeout_ms\":{},\"measured_idle_close_ms\":{},\
+         \"still_open_after_max_wait\":{},\"backend_keep_alive_ms\":{},\
+         \"recommended_idle_timeout_ms\":{},\"hint_mismatch\":{},\"parity_message\":{}",
+        report.status.as_u16(),
+        json_string(&format!("{:?}", report.version)),
+        json_opt_string(report.remote_addr.map(|a| a.to_string()).as_deref()),
+        json_opt_string(report.server_header.as_deref()),
+        json_opt_string(report.connection_header.as_deref()),
+        json_opt_string(report.keep_alive_header.as_deref()),
+        json_opt_string(
+            report
+                .keep_alive_error
+                .as_ref()
+                .map(|e| e.to_string())
+                .as_deref()
+        ),
+        report.keep_alive_refused,
+        json_ms(report.hint_timeout()),
+        json_ms(report.idle_close),
+        report.idle_close.is_none(),
+        json_ms(report.backend_keep_alive()),
+        json_ms(report.recommended_idle_timeout()),
+        mismatch,
+        json_opt_string(parity_message.as_deref()),
+    );
+}
+
+fn print_json(args: &Args, outcomes: &[(String, Result<ProbeReport, closefirst::Error>)]) {
+    let mut verdicts = Vec::new();
+    let mut results = Vec::new();
+    for (uri, result) in outcomes {
+        let verdict = verdict(result, args.front_idle);
+        verdicts.push(verdict);
+        let mut out = format!(
+            "{{\"uri\":{},\"verdict\":\"{}\",\"error\":{}",
+            json_string(uri),
+            verdict.as_str(),
+            json_opt_string(result.as_ref().err().map(error_chain).as_deref()),
+        );
+        if let Ok(report) = result {
+            json_report(&mut out, report);
+        }
+        out.push('}');
+        results.push(out);
+    }
+    let overall = if verdicts.contains(&Verdict::Fail) {
+        Verdict::Fail
+    } else if verdicts.contains(&Verdict::Undecided) {
+        Verdict::Undecided
+    } else {
+        Verdict::Pass
+    };
+    println!(
+        "{{\"verdict\":\"{}\",\"front_idle_ms\":{},\"margin_ms\":{},\"max_wait_ms\":{},\
+         \"results\":[{}]}}",
+        overall.as_str(),
+        json_ms(args.front_idle),
+        args.margin.as_millis(),
+        args.max_wait.as_millis(),
+        results.join(",")
+    );
+}
+
+async fn run(args: Args) -> ExitCode {
+    if !args.json {
+        println!(
+            "probing {} URI(s) (each holds one idle connection for up to {}) ...",
+            args.uris.len(),
+            ms(args.max_wait)
+        );
+    }
+    // At the same time: each probe may hold its connection for all of --max-wait.
+    let mut probes = tokio::task::JoinSet::new();
+    for (index, uri) in args.uris.iter().enumerate() {
+        let (uri, options) = (uri.clone(), args.options.clone());
+        probes.spawn(async move { (index, probe(&uri, options).await) });
+    }
+    let mut results: Vec<Option<Result<ProbeReport, closefirst::Error>>> =
+        args.uris.iter().map(|_| None).collect();
+    while let Some(joined) = probes.join_next().await {
+        match joined {
+            Ok((index, result)) => results[index] = Some(result),
+            Err(e) => {
+                eprintln!("error: a probe task failed: {e}");
+                return ExitCode::from(EXIT_UNDECIDED);
+            }
+        }
+    }
+    let outcomes: Vec<_> = args
+        .uris
+        .iter()
+        .zip(results)
+        .filter_map(|(uri, result)| Some((uri.to_string(), result?)))
+        .collect();
+    if args.json {
+        print_json(&args, &outcomes);
+    } else {
+        print_text(&args, &outcomes);
+    }
+    let verdicts: Vec<_> = outcomes
+        .iter()
+        .map(|(_, result)| verdict(result, args.front_idle))
+        .collect();
+    exit_status(&verdicts)
+}
+
+fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(EXIT_UNDECIDED);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_what_json_requires() {
+        assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(json_string("\n\r\t\u{1}"), r#""\n\r\t\u0001""#);
+        assert_eq!(json_string("é ✓"), "\"é ✓\"");
+    }
+
+    #[test]
+    fn arguments() {
+        let args = |list: &[&str]| parse_args(list.iter().map(|s| s.to_string()));
+        assert!(args(&[]).is_err());
+        assert!(args(&["--front-idle"]).is_err());
+        assert!(
+            args(&["--front-idle", "4", "http://a/"]).is_err(),
+            "no unit"
+        );
+        assert!(args(&["--nope", "http://a/"]).is_err());
+        let parsed = args(&["http://a/", "--json", "--front-idle", "4s", "http://b/"]).unwrap();
+        assert_eq!(parsed.uris.len(), 2);
+        assert!(parsed.json);
+        assert_eq!(parsed.front_idle, Some(Duration::from_secs(4)));
+    }
+}

@@ -1,0 +1,270 @@
+//! Feature `metrics`: the pool's figures through the [`metrics`](https://docs.rs/metrics)
+//! facade, which `metrics-exporter-prometheus` and the OpenTelemetry bridges read.
+//!
+//! Nothing is recorded on a request's path. [`publish`] reads
+//! [`Client::stats`](crate::Client::stats) and
+//! [`Client::origin_stats`](crate::Client::origin_stats) and sets every figure at once
+//! (counters through their absolute value), so call it from a periodic task or just
+//! before each scrape. The one figure recorded as it happens is
+//! `http.client.connection.duration`, once per connection, when its task ends.
+//!
+//! ```no_run
+//! # async fn demo(client: closefirst::Client<http_body_util::Empty<bytes::Bytes>>) {
+//! closefirst::metrics::describe();
+//! let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+//! loop {
+//!     every.tick().await;
+//!     closefirst::metrics::publish(&client);
+//! }
+//! # }
+//! ```
+//!
+//! # Names
+//!
+//! OpenTelemetry's HTTP client semantic conventions where they have a name, with the
+//! attributes `server.address` (host name or IP address) and `server.port`:
+//!
+//! | name | kind | unit | labels |
+//! |---|---|---|---|
+//! | `http.client.open_connections` | gauge | connections | `http.connection.state` = `idle` / `active` |
+//! | `http.client.connection.duration` | histogram | seconds | |
+//!
+//! and `closefirst.*` for the rest. Per origin (`server.address`, `server.port`):
+//!
+//! | name | kind | unit | labels |
+//! |---|---|---|---|
+//! | `closefirst.pool.connections_opened` | counter | connections | |
+//! | `closefirst.pool.waiting_requests` | gauge | requests | |
+//! | `closefirst.pool.evictions` | counter | connections | `closefirst.eviction.reason` |
+//! | `closefirst.pool.learned_idle_timeout` | gauge | seconds (0: nothing learned) | |
+//! | `closefirst.pool.client_closed_first` | counter | connections | |
+//! | `closefirst.pool.server_closed_first` | counter | connections | |
+//! | `closefirst.pool.server_close_shortest_idle` | gauge | seconds (set once the server closed one) | |
+//!
+//! For the whole client:
+//!
+//! | name | kind | unit | labels |
+//! |---|---|---|---|
+//! | `closefirst.pool.reuses` | counter | connections | |
+//! | `closefirst.client.resends` | counter | requests | `closefirst.resend.class` = `not_written` / `written_no_response` |
+//! | `closefirst.client.refusals` | counter | requests | `closefirst.refusal.reason` |
+//!
+//! Eviction reasons are the field names of [`Evictions`]
+//! (`idle_timeout`, `server_hint`, `learned_timeout`, `closed_by_server`, …), refusal
+//! reasons those of [`Refusals`]. `closefirst.pool.server_closed_first`
+//! above zero is the live parity violation (see [`IdleCloses`](crate::IdleCloses)).
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit,
+};
+
+use crate::body::Body;
+use crate::client::Client;
+use crate::info::{Evictions, OriginStats, Refusals};
+
+const SERVER_ADDRESS: &str = "server.address";
+const SERVER_PORT: &str = "server.port";
+
+/// Registers each name's unit and description with the installed recorder. Call it
+/// once, after installing the recorder (exporters show the descriptions as help text).
+pub fn describe() {
+    describe_gauge!(
+        "http.client.open_connections",
+        Unit::Count,
+        "Connections open to the server, by http.connection.state (idle, active)."
+    );
+    describe_histogram!(
+        "http.client.connection.duration",
+        Unit::Seconds,
+        "How long each connection was open, from its handshake to its close."
+    );
+    describe_counter!(
+        "closefirst.pool.connections_opened",
+        Unit::Count,
+        "Connections opened to the server."
+    );
+    describe_gauge!(
+        "closefirst.pool.waiting_requests",
+        Unit::Count,
+        "Requests waiting for a connection under max_connections_per_origin."
+    );
+    describe_counter!(
+        "closefirst.pool.evictions",
+        Unit::Count,
+        "Connections the pool closed, by closefirst.eviction.reason."
+    );
+    describe_gauge!(
+        "closefirst.pool.learned_idle_timeout",
+        Unit::Seconds,
+        "The server's idle timeout learned from its own closes; 0 when nothing is learned."
+    );
+    describe_counter!(
+        "closefirst.pool.client_closed_first",
+        Unit::Count,
+        "Idle connections the client closed at their deadline, before the server."
+    );
+    describe_counter!(
+        "closefirst.pool.server_closed_first",
+        Unit::Count,
+        "Idle connections the server closed first: keep-alive parity fails."
+    );
+    describe_gauge!(
+        "closefirst.pool.server_close_shortest_idle",
+        Unit::Seconds,
+        "The shortest idle time before a server close."
+    );
+    describe_counter!(
+        "closefirst.pool.reuses",
+        Unit::Count,
+        "Times a pooled connection was handed out again."
+    );
+    describe_counter!(
+        "closefirst.client.resends",
+        Unit::Count,
+        "Failed requests sent again, by closefirst.resend.class."
+    );
+    describe_counter!(
+        "closefirst.client.refusals",
+        Unit::Count,
+        "Failed requests not sent again, by closefirst.refusal.reason."
+    );
+}
+
+/// Publishes a snapshot of `client`'s pool to the installed recorder (see the module
+/// docs for the names). Cheap enough to call every few seconds: one snapshot of the
+/// pool, and one recorder call per figure.
+pub fn publish<B: Body>(client: &Client<B>) {
+    let stats = client.stats();
+    counter!("closefirst.pool.reuses").absolute(stats.reuses);
+    let resends = [
+        ("not_written", stats.resends.not_written),
+        ("written_no_response", stats.resends.written_no_response),
+    ];
+    for (class, value) in resends {
+        counter!("closefirst.client.resends", "closefirst.resend.class" => class).absolute(value);
+    }
+    for (reason, value) in refusals(&stats.refusals) {
+        counter!("closefirst.client.refusals", "closefirst.refusal.reason" => reason)
+            .absolute(value);
+    }
+    for origin in client.origin_stats() {
+        publish_origin(&origin);
+    }
+}
+
+fn publish_origin(origin: &OriginStats) {
+    let server = server_labels(&origin.host, origin.port);
+    let with = |key: &'static str, value: &'static str| {
+        let mut labels = server.clone();
+        labels.push(Label::new(key, value));
+        labels
+    };
+    gauge!(
+        "http.client.open_connections",
+        with("http.connection.state", "idle")
+    )
+    .set(origin.idle as f64);
+    gauge!(
+        "http.client.open_connections",
+        with("http.connection.state", "active")
+    )
+    .set(origin.active as f64);
+    counter!("closefirst.pool.connections_opened", server.clone())
+        .absolute(origin.connections_opened);
+    gauge!("closefirst.pool.waiting_requests", server.clone()).set(origin.waiting as f64);
+    for (reason, value) in evictions(&origin.evictions) {
+        counter!(
+            "closefirst.pool.evictions",
+            with("closefirst.eviction.reason", reason)
+        )
+        .absolute(value);
+    }
+    let learned = origin.learned_idle_timeout.unwrap_or(Duration::ZERO);
+    gauge!("closefirst.pool.learned_idle_timeout", server.clone()).set(learned.as_secs_f64());
+    let closes = &origin.idle_closes;
+    counter!("closefirst.pool.client_closed_first", server.clone()).absolute(closes.by_client);
+    counter!("closefirst.pool.server_closed_first", server.clone()).absolute(closes.by_server);
+    if let Some(shortest) = closes.shortest_server_close {
+        gauge!("closefirst.pool.server_close_shortest_idle", server).set(shortest.as_secs_f64());
+    }
+}
+
+/// Records one connection's lifetime, as its task ends.
+pub(crate) fn record_connection_duration(host: &str, port: u16, open_for: Duration) {
+    histogram!("http.client.connection.duration", server_labels(host, port))
+        .record(open_for.as_secs_f64());
+}
+
+fn server_labels(host: &str, port: u16) -> Vec<Label> {
+    vec![
+        Label::new(SERVER_ADDRESS, host.to_owned()),
+        Label::new(SERVER_PORT, port.to_string()),
+    ]
+}
+
+fn evictions(e: &Evictions) -> [(&'static str, u64); 11] {
+    [
+        ("idle_timeout", e.idle_timeout),
+        ("server_hint", e.server_hint),
+        ("lifetime", e.lifetime),
+        ("max_requests", e.max_requests),
+        ("connection_close", e.connection_close),
+        ("closed_by_server", e.closed_by_server),
+        ("idle_list_full", e.idle_list_full),
+        ("learned_timeout", e.learned_timeout),
+        ("cancelled", e.cancelled),
+        ("connection_limit", e.connection_limit),
+        ("task_gone", e.task_gone),
+    ]
+}
+
+fn refusals(r: &Refusals) -> [(&'static str, u64); 7] {
+    [
+        ("not_idempotent", r.not_idempotent),
+        ("body_too_large", r.body_too_large),
+        ("budget_exhausted", r.budget_exhausted),
+        ("response_started", r.response_started),
+        ("fresh_connection", r.fresh_connection),
+        ("attempts_exhausted", r.attempts_exhausted),
+        ("body_failed", r.body_failed),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new field of `Evictions` or `Refusals` must get a label here: the sums catch
+    /// one that is left out, as every field is set to a distinct power of two.
+    #[test]
+    fn every_reason_has_a_label() {
+        let e = Evictions {
+            idle_timeout: 1,
+            server_hint: 2,
+            lifetime: 4,
+            max_requests: 8,
+            connection_close: 16,
+            closed_by_server: 32,
+            idle_list_full: 64,
+            learned_timeout: 128,
+            cancelled: 256,
+            connection_limit: 512,
+            task_gone: 1024,
+        };
+        let sum: u64 = evictions(&e).iter().map(|(_, v)| v).sum();
+        assert_eq!(sum, e.total());
+        let r = Refusals {
+            not_idempotent: 1,
+            body_too_large: 2,
+            budget_exhausted: 4,
+            response_started: 8,
+            fresh_connection: 16,
+            attempts_exhausted: 32,
+            body_failed: 64,
+        };
+        let sum: u64 = refusals(&r).iter().map(|(_, v)| v).sum();
+        assert_eq!(sum, 127);
+    }
+}

@@ -1,0 +1,327 @@
+//! Feature `metrics`: after a scripted sequence on real sockets (open, reuse, evict by
+//! several reasons, resend, refuse), `closefirst::metrics::publish` sets the documented
+//! names to the right values in metrics-util's in-memory recorder.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use metrics::{SharedString, Unit};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::{CompositeKey, MetricKind};
+
+use closefirst::{Client, OriginStats};
+use support::{ServerConfig, TestServer};
+
+type Body = Full<Bytes>;
+
+/// One snapshot of the recorder (taking one resets its values).
+type Snapshot = Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>;
+
+fn request(server: &TestServer, method: Method, id: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(server.url("/"))
+        .header("x-request-id", id)
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap()
+}
+
+async fn send(client: &Client<Body>, req: Request<Body>) -> Result<(), closefirst::Error> {
+    let resp = client.request(req).await?;
+    resp.into_body().collect().await.expect("body");
+    Ok(())
+}
+
+async fn get(client: &Client<Body>, server: &TestServer) {
+    send(client, request(server, Method::GET, "plain"))
+        .await
+        .expect("request succeeds");
+}
+
+/// `server`'s origin stats once `what` holds; panics after 10 s.
+async fn until(
+    client: &Client<Body>,
+    server: &TestServer,
+    what: impl Fn(&OriginStats) -> bool,
+) -> OriginStats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = client
+            .origin_stats()
+            .into_iter()
+            .find(|s| s.port == server.addr().port());
+        if let Some(stats) = stats {
+            if what(&stats) {
+                return stats;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting: {:?}",
+            client.origin_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn at(port: &str) -> Vec<(&'static str, &str)> {
+    vec![("server.address", "127.0.0.1"), ("server.port", port)]
+}
+
+fn with<'a>(port: &'a str, key: &'static str, value: &'static str) -> Vec<(&'static str, &'a str)> {
+    let mut labels = at(port);
+    labels.push((key, value));
+    labels
+}
+
+/// The value published under `name` with exactly `labels`.
+fn value<'a>(
+    snapshot: &'a Snapshot,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a DebugValue> {
+    let mut wanted: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    wanted.sort();
+    snapshot.iter().find_map(|(key, _, _, value)| {
+        let mut have: Vec<(String, String)> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        have.sort();
+        (key.kind() == kind && key.key().name() == name && have == wanted).then_some(value)
+    })
+}
+
+fn counter(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
+    match value(s, MetricKind::Counter, name, labels) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name} {labels:?}: {other:?}"),
+    }
+}
+
+fn gauge(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match value(s, MetricKind::Gauge, name, labels) {
+        Some(DebugValue::Gauge(v)) => v.into_inner(),
+        other => panic!("{name} {labels:?}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // This thread's recorder: the connection tasks run on it too (current-thread
+    // runtime), so the connection durations they record land here.
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+
+    let client: Client<Body> = Client::builder()
+        .idle_timeout(Duration::from_millis(1_500))
+        .keep_alive_margin(Duration::from_millis(100))
+        .max_requests_per_connection(2)
+        .build()
+        .unwrap();
+
+    // Open, reuse, retire after 2 requests, open again; then closed at idle_timeout.
+    let plain = TestServer::start(ServerConfig::default());
+    for _ in 0..3 {
+        get(&client, &plain).await;
+    }
+    // The server closes an idle connection after 200 ms: it closes first.
+    let closing = TestServer::start(ServerConfig {
+        idle_close: Some(Duration::from_millis(200)),
+        ..ServerConfig::default()
+    });
+    get(&client, &closing).await;
+    // `Keep-Alive: timeout=1`: closed at 1 s - 100 ms, before the 1.5 s idle timeout.
+    let hinting = TestServer::start(ServerConfig {
+        keep_alive_header: Some("timeout=1".into()),
+        ..ServerConfig::default()
+    });
+    get(&client, &hinting).await;
+    // `Connection: close` on every response.
+    let closer = TestServer::start(ServerConfig {
+        connection_close: true,
+        ..ServerConfig::default()
+    });
+    get(&client, &closer).await;
+    // A request abandoned while its response is awaited.
+    let slow = TestServer::start(ServerConfig {
+        response_delay: Some(Duration::from_secs(30)),
+        ..ServerConfig::default()
+    });
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        send(&client, request(&slow, Method::GET, "slow")),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the response is 30 s away");
+    // A GET reset on a reused connection is resent; a POST is refused.
+    let resetting = TestServer::start(ServerConfig {
+        rst_without_answer: vec!["get".into(), "post".into()],
+        ..ServerConfig::default()
+    });
+    get(&client, &resetting).await;
+    until(&client, &resetting, |s| s.idle == 1).await;
+    send(&client, request(&resetting, Method::GET, "get"))
+        .await
+        .expect("resent");
+    until(&client, &resetting, |s| s.idle == 1).await;
+    let refused = send(&client, request(&resetting, Method::POST, "post")).await;
+    assert!(refused.is_err(), "a POST is not resent");
+    assert_eq!(resetting.calls_for("get"), 2);
+    assert_eq!(resetting.calls_for("post"), 1);
+
+    until(&client, &plain, |s| s.evictions.idle_timeout == 1).await;
+    until(&client, &closing, |s| s.idle_closes.by_server == 1).await;
+    until(&client, &hinting, |s| s.evictions.server_hint == 1).await;
+    until(&client, &slow, |s| s.evictions.cancelled == 1).await;
+
+    closefirst::metrics::describe();
+    closefirst::metrics::publish(&client);
+    let snapshot = snapshotter.snapshot().into_vec();
+    let s = &snapshot;
+    let unit_of = |name: &str| {
+        s.iter()
+            .find(|(key, ..)| key.key().name() == name)
+            .and_then(|(_, unit, description, _)| description.as_ref().and(*unit))
+    };
+    assert_eq!(
+        unit_of("http.client.connection.duration"),
+        Some(Unit::Seconds)
+    );
+    assert_eq!(
+        unit_of("closefirst.pool.learned_idle_timeout"),
+        Some(Unit::Seconds)
+    );
+    assert_eq!(unit_of("closefirst.pool.evictions"), Some(Unit::Count));
+    let port = |server: &TestServer| server.addr().port().to_string();
+    let (plain_port, closing_port) = (port(&plain), port(&closing));
+    let plain_at = at(&plain_port);
+    let closing_at = at(&closing_port);
+
+    // Open and reuse.
+    assert_eq!(
+        counter(s, "closefirst.pool.connections_opened", &plain_at),
+        2
+    );
+    assert_eq!(counter(s, "closefirst.pool.reuses", &[]), 3);
+    for state in ["idle", "active"] {
+        let labels = with(&plain_port, "http.connection.state", state);
+        assert_eq!(gauge(s, "http.client.open_connections", &labels), 0.0);
+    }
+    assert_eq!(gauge(s, "closefirst.pool.waiting_requests", &plain_at), 0.0);
+
+    // Evictions by reason, per origin; every reason is published, zero or not.
+    let evictions = |server: &TestServer, reason: &'static str| {
+        let port = port(server);
+        counter(
+            s,
+            "closefirst.pool.evictions",
+            &with(&port, "closefirst.eviction.reason", reason),
+        )
+    };
+    assert_eq!(evictions(&plain, "max_requests"), 1);
+    assert_eq!(evictions(&plain, "idle_timeout"), 1);
+    assert_eq!(evictions(&closing, "closed_by_server"), 1);
+    assert_eq!(evictions(&hinting, "server_hint"), 1);
+    assert_eq!(evictions(&closer, "connection_close"), 1);
+    assert_eq!(evictions(&slow, "cancelled"), 1);
+    for reason in [
+        "lifetime",
+        "idle_list_full",
+        "learned_timeout",
+        "connection_limit",
+        "task_gone",
+    ] {
+        assert_eq!(evictions(&plain, reason), 0, "{reason}");
+    }
+
+    // Who closed first, and what was learned.
+    assert_eq!(
+        counter(s, "closefirst.pool.client_closed_first", &plain_at),
+        1
+    );
+    assert_eq!(
+        counter(s, "closefirst.pool.server_closed_first", &plain_at),
+        0
+    );
+    assert_eq!(
+        counter(
+            s,
+            "closefirst.pool.client_closed_first",
+            &at(&port(&hinting))
+        ),
+        1
+    );
+    assert_eq!(
+        counter(s, "closefirst.pool.server_closed_first", &closing_at),
+        1
+    );
+    let shortest = gauge(s, "closefirst.pool.server_close_shortest_idle", &closing_at);
+    assert!((0.05..5.0).contains(&shortest), "{shortest}");
+    let learned = gauge(s, "closefirst.pool.learned_idle_timeout", &closing_at);
+    assert_eq!(
+        learned, shortest,
+        "one close, above the margin: learned as is"
+    );
+    assert_eq!(
+        gauge(s, "closefirst.pool.learned_idle_timeout", &plain_at),
+        0.0
+    );
+    assert!(value(
+        s,
+        MetricKind::Gauge,
+        "closefirst.pool.server_close_shortest_idle",
+        &plain_at
+    )
+    .is_none());
+
+    // Resends by class, refusals by reason.
+    let resends = |class| {
+        counter(
+            s,
+            "closefirst.client.resends",
+            &[("closefirst.resend.class", class)],
+        )
+    };
+    assert_eq!(resends("written_no_response"), 1);
+    assert_eq!(resends("not_written"), 0);
+    let refusals = |reason| {
+        counter(
+            s,
+            "closefirst.client.refusals",
+            &[("closefirst.refusal.reason", reason)],
+        )
+    };
+    assert_eq!(refusals("not_idempotent"), 1);
+    assert_eq!(refusals("budget_exhausted"), 0);
+
+    // Recorded as each connection ended: the first connection to `plain` ended after
+    // its second request.
+    match value(
+        s,
+        MetricKind::Histogram,
+        "http.client.connection.duration",
+        &plain_at,
+    ) {
+        Some(DebugValue::Histogram(seconds)) => {
+            assert!(!seconds.is_empty());
+            assert!(
+                seconds
+                    .iter()
+                    .all(|v| (0.0..10.0).contains(&v.into_inner())),
+                "{seconds:?}"
+            );
+        }
+        other => panic!("no connection duration for {plain_at:?}: {other:?}"),
+    }
+}
