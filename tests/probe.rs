@@ -1,10 +1,11 @@
 //! `keepalive::probe` on real sockets against minimal raw-tokio servers that close
-//! idle connections after a known time.
+//! idle connections after a known time, and over `https` against the lab origin.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use closefirst::keepalive::{probe, ProbeOptions};
+use closefirst::lab::{Origin, OriginConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -263,12 +264,8 @@ async fn a_malformed_hint_is_reported_not_fatal() {
 
 #[tokio::test]
 async fn bad_uris_are_invalid_uri_errors() {
-    for bad in [
-        "/no/host",
-        "example.com",
-        "https://127.0.0.1/",
-        "ftp://127.0.0.1/",
-    ] {
+    // `https` is not among them: the tests build the `rustls` feature (below).
+    for bad in ["/no/host", "example.com", "ftp://127.0.0.1/"] {
         let uri: http::Uri = bad.parse().unwrap();
         let err = probe(&uri, ProbeOptions::new()).await.unwrap_err();
         assert!(err.is_invalid_uri(), "{bad}: {err}");
@@ -316,4 +313,45 @@ async fn a_silent_server_hits_the_response_timeout() {
     );
     let source = std::error::Error::source(&err).expect("timeout cause");
     assert!(source.to_string().contains("200 ms"), "{source}");
+}
+
+#[path = "../examples/race/certs.rs"]
+mod certs;
+
+#[tokio::test]
+async fn over_https_the_probe_times_the_close_and_refuses_an_unknown_certificate() {
+    let cert = certs::TestCert::new();
+    let origin = Origin::builder(OriginConfig {
+        idle_timeout: Duration::from_millis(300),
+        send_keep_alive_hint: false,
+        ..OriginConfig::default()
+    })
+    .tls(cert.server_config())
+    .start_on_thread()
+    .expect("the origin listens");
+    let uri: http::Uri = origin.url("/").parse().unwrap();
+    assert_eq!(uri.scheme_str(), Some("https"));
+
+    let report = probe(&uri, ProbeOptions::new().tls_config(cert.client_config()))
+        .await
+        .expect("the probe trusts the origin's certificate");
+    assert_eq!(report.status, 200);
+    let close = report
+        .idle_close
+        .expect("the origin closes idle connections");
+    // The close_notify and FIN at 300 ms, timed from the end of the response.
+    assert!(
+        (Duration::from_millis(150)..Duration::from_secs(3)).contains(&close),
+        "{close:?}"
+    );
+
+    let stranger = certs::TestCert::new();
+    let err = probe(
+        &uri,
+        ProbeOptions::new().tls_config(stranger.client_config()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert!(err.to_string().contains("certificate was refused"), "{err}");
 }

@@ -1,7 +1,10 @@
 //! The `closefirst-probe` binary as a deploy gate: its exit status and its `--json`
-//! output, run as a process against lab origins with known idle timeouts.
+//! output, run as a process against lab origins with known idle timeouts, over `http`
+//! and over `https` (a lab origin with a throwaway CA).
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use closefirst::lab::{Origin, OriginConfig};
@@ -169,12 +172,13 @@ fn an_undecidable_or_failed_probe_exits_three_and_bad_arguments_two() {
     assert_eq!(report["results"][0]["keep_alive_header"], raw_hint);
     assert!(report["results"][0]["keep_alive_error"].is_string());
 
-    let output = probe(&["--json", "--front-idle", "4s", "https://127.0.0.1:1/"]);
+    // Port 1 on loopback refuses: a probe that cannot connect decides nothing.
+    let output = probe(&["--json", "--front-idle", "4s", "http://127.0.0.1:1/"]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     let report = json(&output);
     assert_eq!(report["verdict"], "undecided");
     let error = report["results"][0]["error"].as_str().expect("an error");
-    assert!(error.contains("no TLS client for `https`"), "{error}");
+    assert!(error.contains("127.0.0.1:1"), "{error}");
 
     for bad in [
         &["--front-idle", "4", "http://a/"][..],
@@ -184,4 +188,116 @@ fn an_undecidable_or_failed_probe_exits_three_and_bad_arguments_two() {
         let output = probe(bad);
         assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", text(&output));
     }
+}
+
+/// A throwaway self-signed certificate for `localhost` and `127.0.0.1`: the file its
+/// PEM is written to (named after `name`, so tests running at once do not share one),
+/// and the server configuration that presents it.
+fn tls_cert(name: &str) -> (PathBuf, rustls::ServerConfig) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("rcgen makes a certificate for valid names");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.pem"));
+    std::fs::write(&path, cert.pem()).expect("the target's temporary directory is writable");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .expect("rcgen's key matches its certificate");
+    (path, server)
+}
+
+fn tls_origin(idle_timeout: Duration, server: rustls::ServerConfig) -> Origin {
+    Origin::builder(OriginConfig {
+        idle_timeout,
+        ..OriginConfig::default()
+    })
+    .tls(server)
+    .start_on_thread()
+    .expect("the origin listens")
+}
+
+#[test]
+fn over_https_with_a_ca_file_the_gate_passes_and_fails_as_over_http() {
+    let (ca_file, server) = tls_cert("probe-gate-ca-file");
+    let ca_file = ca_file.to_str().expect("a UTF-8 temporary path");
+    // 1.5 s against 300 ms + 100 ms passes; 300 ms against 4 s + 1 s fails.
+    let long = tls_origin(Duration::from_millis(1_500), server.clone());
+    let short = tls_origin(Duration::from_millis(300), server);
+    assert!(long.url("/").starts_with("https://"));
+    let output = probe(&[
+        "--json",
+        "--ca-file",
+        ca_file,
+        "--front-idle",
+        "300ms",
+        "--margin",
+        "100ms",
+        &long.url("/"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report = json(&output);
+    assert_eq!(report["results"][0]["verdict"], "pass");
+    assert_eq!(report["results"][0]["status"], 200);
+    // The server's close over TLS (close_notify, then FIN) is what the probe timed.
+    let measured = report["results"][0]["measured_idle_close_ms"]
+        .as_u64()
+        .expect("measured");
+    assert!((1_000..=3_000).contains(&measured), "{measured}");
+
+    let output = probe(&["--ca-file", ca_file, "--front-idle", "4s", &short.url("/")]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("FAILS: backend keep-alive"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn over_https_without_a_ca_file_the_platform_roots_decide() {
+    let (ca_file, server) = tls_cert("probe-gate-platform");
+    let (other_ca, _) = tls_cert("probe-gate-platform-other");
+    let server = tls_origin(Duration::from_millis(1_500), server);
+    // rustls-native-certs reads the platform's roots from SSL_CERT_FILE when it is set.
+    let with_roots = |roots: &PathBuf| {
+        Command::new(env!("CARGO_BIN_EXE_closefirst-probe"))
+            .env("SSL_CERT_FILE", roots)
+            .env_remove("SSL_CERT_DIR")
+            .args(["--json", "--max-wait", "10s", "--front-idle", "300ms"])
+            .args(["--margin", "100ms", &server.url("/")])
+            .output()
+            .expect("the probe binary runs")
+    };
+    let output = with_roots(&ca_file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    // Roots that do not hold the server's CA: a refused certificate decides nothing.
+    let output = with_roots(&other_ca);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    let report = json(&output);
+    let error = report["results"][0]["error"].as_str().expect("an error");
+    assert!(error.contains("certificate"), "{error}");
+}
+
+#[test]
+fn an_unusable_ca_file_is_a_bad_argument() {
+    let empty = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe-gate-empty.pem");
+    std::fs::write(&empty, "no PEM here\n").expect("the target's temporary directory is writable");
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe-gate-missing.pem");
+    let _ = std::fs::remove_file(&missing);
+    for (path, says) in [(&empty, "no certificate in it"), (&missing, "I/O error")] {
+        let path = path.to_str().expect("a UTF-8 temporary path");
+        let output = probe(&["--ca-file", path, "https://127.0.0.1:1/"]);
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(text(&output).contains(says), "{}", text(&output));
+    }
+    let output = probe(&["https://127.0.0.1:1/", "--ca-file"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
 }

@@ -3,12 +3,14 @@
 //! when that fails, so that a deploy can be gated on it.
 //!
 //! ```text
-//! closefirst-probe [--front-idle 4s] [--margin 1s] [--max-wait 5m] [--get] [--json] URI...
+//! closefirst-probe [--front-idle 4s] [--margin 1s] [--max-wait 5m] [--get] [--json]
+//!                  [--ca-file ca.pem] URI...
 //! cargo run --bin closefirst-probe -- --front-idle 4s http://10.0.0.7:8000/health
 //! ```
 //!
-//! - `URI...`: one or more `http://host[:port]/path`; they are probed at the same time,
-//!   one connection each.
+//! - `URI...`: one or more `http://host[:port]/path`, or `https://…` when built with
+//!   the `rustls` feature (`cargo install closefirst --features rustls`); they are
+//!   probed at the same time, one connection each.
 //! - `--front-idle D`: the idle timeout of the client in front of the servers (a
 //!   proxy's upstream idle timeout, this crate's `idle_timeout`). Without it, nothing
 //!   is checked and the probe only reports.
@@ -17,6 +19,9 @@
 //!   close it (default 5m).
 //! - `--get`: send `GET` instead of `HEAD`.
 //! - `--json`: print one JSON object on stdout instead of the text report.
+//! - `--ca-file PATH` (feature `rustls`): trust the CA certificates in this PEM file,
+//!   and only them, for `https` (a private CA, a test certificate). Without it, the
+//!   platform's trust roots are used (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace them).
 //!
 //! Durations need a unit: `90s`, `1500ms`, `1m30s`. Every value in the JSON output
 //! is in milliseconds (`*_ms`).
@@ -37,7 +42,7 @@ use std::time::Duration;
 use closefirst::keepalive::{parse_duration, probe, HintMismatch, ProbeOptions, ProbeReport};
 
 const USAGE: &str = "usage: closefirst-probe [--front-idle 4s] [--margin 1s] [--max-wait 5m] \
-                     [--get] [--json] <http://host[:port]/path>...";
+                     [--get] [--json] [--ca-file ca.pem] <http://host[:port]/path>...";
 
 const EXIT_PARITY_FAILS: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -72,6 +77,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--max-wait" => max_wait = duration_for("--max-wait")?,
             "--get" => options = options.method(http::Method::GET),
             "--json" => json = true,
+            "--ca-file" => {
+                let path = args
+                    .next()
+                    .ok_or("--ca-file needs the path of a PEM file")?;
+                options = trust_only(options, &path)?;
+            }
             flag if flag.starts_with("--") => return Err(format!("unknown option `{flag}`")),
             _ => {
                 let parsed = arg
@@ -96,6 +107,41 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         max_wait,
         json,
     })
+}
+
+/// `options` trusting only the CA certificates of the PEM file at `path` for `https`.
+#[cfg(feature = "rustls")]
+fn trust_only(options: ProbeOptions, path: &str) -> Result<ProbeOptions, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let unusable = |why: String| format!("--ca-file {path}: {why}");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| unusable(e.to_string()))? {
+        let cert = cert.map_err(|e| unusable(e.to_string()))?;
+        roots.add(cert).map_err(|e| unusable(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(unusable(
+            "no certificate in it (a PEM `BEGIN CERTIFICATE` section)".to_owned(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("the TLS provider refused its own defaults: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(options.tls_config(config))
+}
+
+#[cfg(not(feature = "rustls"))]
+fn trust_only(_: ProbeOptions, _: &str) -> Result<ProbeOptions, String> {
+    Err(
+        "--ca-file needs `https`, which this build lacks: build the probe with the \
+         `rustls` feature (cargo install closefirst --features rustls)"
+            .to_owned(),
+    )
 }
 
 /// One URI's parity, as the exit status counts it.

@@ -134,6 +134,23 @@ pub(crate) enum BuiltinIo {
     UnixTls(Wrapped<TlsStream<UnixIo>>),
 }
 
+impl BuiltinIo {
+    /// The socket under the connection, whichever kind it is: unlike
+    /// [`Connection::socket`], never missing, since the built-in connector opens every
+    /// socket itself.
+    pub(crate) fn handle(&self) -> SocketHandle {
+        match self {
+            BuiltinIo::Tcp(io) => io.handle(),
+            #[cfg(feature = "rustls")]
+            BuiltinIo::Tls(io) => io.handle().clone(),
+            #[cfg(unix)]
+            BuiltinIo::Unix(io) => io.handle(),
+            #[cfg(all(unix, feature = "rustls"))]
+            BuiltinIo::UnixTls(io) => io.handle().clone(),
+        }
+    }
+}
+
 /// Runs `$body` with `$io` bound to the connection's IO, whichever kind it is (each is
 /// `Unpin`).
 macro_rules! with_io {

@@ -51,7 +51,7 @@ mod tls;
 #[cfg(unix)]
 mod unix;
 
-pub(crate) use builtin::BuiltinConnector;
+pub(crate) use builtin::{BuiltinConnector, BuiltinIo};
 #[cfg(feature = "rustls")]
 pub(crate) use tls::TlsConfig;
 #[cfg(unix)]

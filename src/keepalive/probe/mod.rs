@@ -1,6 +1,7 @@
 //! A live measurement of how long a server keeps an idle connection open.
 //!
-//! [`probe`] connects ([`TcpConnector`]), exchanges one request, then times the
+//! [`probe`] connects ([`TcpConnector`], and TLS for `https` with the `rustls`
+//! feature), exchanges one request, then times the
 //! server's close (`measure`) and writes up what it saw ([`ProbeReport`]) with the
 //! settings of [`ProbeOptions`]. An operator's tool: nothing on a request's path
 //! leads here.
@@ -23,16 +24,19 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::parity::Millis;
-use crate::connect::TcpConnector;
+#[cfg(feature = "rustls")]
+use crate::connect::TlsConfig;
+use crate::connect::{BuiltinConnector, BuiltinIo, SocketHandle, TcpConnector};
 use crate::error::{Error, Kind};
 use crate::io::Mark;
-use crate::io::TcpIo;
 use crate::origin::{origin_form, Origin};
 use crate::Progress;
 
 /// Measures how long the server at `uri` keeps an idle keep-alive connection open.
 ///
-/// Opens one TCP connection with [`TcpConnector`], sends one request (`HEAD` unless
+/// Opens one TCP connection with [`TcpConnector`] (for `https`, with the `rustls`
+/// feature, a TLS session over it, trusting the platform's roots or those of
+/// `ProbeOptions::tls_config`), sends one request (`HEAD` unless
 /// [`ProbeOptions::method`] says otherwise) with a `Host` header, reads the response
 /// and its body to the end, records the `Keep-Alive`, `Connection` and `Server`
 /// headers, then holds the idle connection open and times how long the server takes
@@ -47,10 +51,11 @@ use crate::Progress;
 ///
 /// # Errors
 ///
-/// - [`Error::is_invalid_uri`]: `uri` is not an absolute `http` URI with a host
-///   (this build has no TLS client, so `https` is refused too).
+/// - [`Error::is_invalid_uri`]: `uri` is not an absolute `http` or `https` URI with a
+///   host (without the `rustls` feature, `https` is refused too).
 /// - [`Error::is_config`]: an option is refused, or there is no tokio runtime.
-/// - [`Error::is_connect`]: resolving or connecting failed or timed out.
+/// - [`Error::is_connect`]: resolving, connecting or the TLS handshake failed (a
+///   refused certificate too) or timed out.
 /// - Otherwise the request failed; [`Error::request_progress`] says how far it got
 ///   (a response that did not arrive within the response timeout reports an
 ///   [`io::ErrorKind::TimedOut`] source).
@@ -77,8 +82,7 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
     }
     let (origin, target) = request_target(uri)?;
 
-    let io = open(uri, &options).await?;
-    let socket = io.handle();
+    let (io, socket) = open(uri, &options).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await
         .map_err(|e| Error::connect(format!("{} (HTTP/1.1 handshake)", origin.authority()), e))?;
@@ -144,21 +148,35 @@ pub async fn probe(uri: &Uri, options: ProbeOptions) -> Result<ProbeReport, Erro
     ))
 }
 
-/// Opens the connection to measure, within the connect timeout. One arm per scheme:
-/// the IO is what hyper reads and writes, and its socket handle is what the probe
-/// classifies a failure with, whatever the transport.
-async fn open(uri: &Uri, options: &ProbeOptions) -> Result<TcpIo, Error> {
-    let connecting = match uri.scheme_str() {
-        Some("http") => TcpConnector::new().oneshot(uri.clone()),
+/// Opens the connection to measure, within the connect timeout, with the connector
+/// the client builds: TCP for `http`, TLS over TCP for `https` (feature `rustls`).
+/// Whatever the transport, the probe classifies a failure with the socket's handle.
+async fn open(uri: &Uri, options: &ProbeOptions) -> Result<(BuiltinIo, SocketHandle), Error> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        #[cfg(feature = "rustls")]
+        Some("https") => {}
         _ => {
             return Err(Error::invalid_uri(format!(
                 "`{uri}`: this build of the probe speaks plain `http` only; it has no TLS \
-                 client for `https` (probe the backend's plain-http port instead)"
+                 client for `https` (build it with the `rustls` feature, or probe the \
+                 backend's plain-http port instead)"
             )))
         }
-    };
-    match tokio::time::timeout(options.connect_timeout, connecting).await {
-        Ok(connected) => connected,
+    }
+    // The connector shares the timeout between the host's addresses, so one that
+    // drops packets leaves time for the next; the outer limit also bounds resolving
+    // and the TLS handshake.
+    let tcp = TcpConnector::new().connect_timeout(options.connect_timeout);
+    let connector = BuiltinConnector::new(tcp);
+    #[cfg(feature = "rustls")]
+    let connector = connector.tls(options.tls.clone().unwrap_or_else(TlsConfig::platform));
+    match tokio::time::timeout(options.connect_timeout, connector.oneshot(uri.clone())).await {
+        Ok(connected) => {
+            let io = connected?;
+            let socket = io.handle();
+            Ok((io, socket))
+        }
         Err(_) => Err(Error::new(Kind::ConnectTimeout(options.connect_timeout))),
     }
 }
@@ -170,7 +188,7 @@ fn request_target(uri: &Uri) -> Result<(Origin, Uri), Error> {
         Some("http" | "https") => {}
         Some(other) => {
             return Err(Error::invalid_uri(format!(
-                "`{uri}`: unsupported scheme `{other}`; the probe speaks `http`"
+                "`{uri}`: unsupported scheme `{other}`; the probe speaks `http` and `https`"
             )))
         }
         None => {

@@ -31,6 +31,8 @@ pub struct ProbeOptions {
     pub(super) response_timeout: Duration,
     pub(super) front_idle: Option<Duration>,
     pub(super) margin: Duration,
+    #[cfg(feature = "rustls")]
+    pub(super) tls: Option<crate::connect::TlsConfig>,
 }
 
 impl Default for ProbeOptions {
@@ -42,13 +44,16 @@ impl Default for ProbeOptions {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             front_idle: None,
             margin: DEFAULT_MARGIN,
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
 
 impl ProbeOptions {
     /// The defaults: `HEAD`, wait up to 5 minutes for the server to close, connect
-    /// timeout 10 s, response timeout 30 s, no parity check, margin 1 s.
+    /// timeout 10 s, response timeout 30 s, no parity check, margin 1 s, and for
+    /// `https` (feature `rustls`) the platform's trust roots.
     pub fn new() -> Self {
         Self::default()
     }
@@ -72,8 +77,10 @@ impl ProbeOptions {
         self
     }
 
-    /// Limit on resolving the host and opening the TCP connection. Must be greater
-    /// than zero. Defaults to 10 seconds.
+    /// Limit on resolving the host, opening the TCP connection and, for `https`, the
+    /// TLS handshake. The TCP connects share it between the host's addresses, as in
+    /// [`TcpConnector::connect_timeout`](crate::connect::TcpConnector::connect_timeout).
+    /// Must be greater than zero. Defaults to 10 seconds.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -104,6 +111,20 @@ impl ProbeOptions {
     #[must_use]
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
+        self
+    }
+
+    /// The TLS configuration for `https` URIs (feature `rustls`), in place of the
+    /// platform's trust roots: for a server whose certificate a private CA signed, a
+    /// `rustls::ClientConfig` whose roots hold that CA. As with
+    /// [`Builder::tls_config`](crate::Builder::tls_config), its ALPN protocols are
+    /// replaced by `http/1.1` and the server name is the URI's host. Defaults to rustls
+    /// with the `ring` provider and the platform's trust roots.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    #[must_use]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(crate::connect::TlsConfig::given(config));
         self
     }
 
