@@ -91,8 +91,10 @@
 //!    ([`Progress`], from the bytes that crossed the socket).
 //! 3. `pool` hands out the most recently idled connection whose deadline has not
 //!    passed, after one look at its socket (`io`'s peek); otherwise it opens one through
-//!    a [`connect`] connector (`TcpConnector` sets [`TcpKeepalive`] and the other socket
-//!    options), or waits in a FIFO queue at `max_connections_per_origin`.
+//!    a [`connect`] connector (`TcpConnector` resolves with a [`dns`] resolver and sets
+//!    [`TcpKeepalive`] and the other socket options; TLS on top for `https` with the
+//!    `rustls` feature; or a Unix socket), or waits in a FIFO queue at
+//!    `max_connections_per_origin`.
 //! 4. On the response head, `header` reads `Connection` and `Keep-Alive`; when the body
 //!    ends, the pool checks the connection in with a deadline below the server's known,
 //!    hinted or learned idle timeout, and a reaper closes it when that passes.
@@ -102,8 +104,10 @@
 //! The leaves under all of it: `error` ([`Error`], [`Progress`]), `config` (every
 //! default and its validation), `info` ([`ConnectionInfo`], [`PoolStats`]), `header`,
 //! `origin`. Beside the path, not on it: [`keepalive`] (operators' guardrails: parity,
-//! durations with units, the probe) and `lab` (feature `lab`: the race lab, the one
-//! test and lab origin server, in-memory connections).
+//! durations with units, the probe behind the `closefirst-probe` binary), `metrics`
+//! (feature `metrics`: [`Client::stats`] and [`Client::origin_stats`] through the
+//! `metrics` facade) and `lab` (feature `lab`: the race lab, the one test and lab
+//! origin server, in-memory connections).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -188,8 +188,6 @@ impl Origin {
 /// The host a connector dials (an IPv6 literal keeps its brackets) and the port: the
 /// URI's own, else 443 for `https` and 80 for anything else (a connector that does not
 /// insist on `http` may be handed other schemes).
-// Only the built-in TCP connector needs it; until it reads URIs through here, only the
-// tests call it.
 pub(crate) fn host_and_port(uri: &Uri) -> Result<(&str, u16), Error> {
     let host = uri
         .host()

@@ -57,6 +57,8 @@ pub(crate) use tls::TlsConfig;
 #[cfg(unix)]
 pub use unix::{UnixConnecting, UnixConnector};
 
+/// The host name a resolver is asked for (hyper-util's type; see [`dns`](crate::dns)).
+pub use crate::dns::Name;
 #[cfg(unix)]
 pub use crate::io::UnixIo;
 pub use crate::io::{SocketHandle, SocketOptions, TcpIo, Wrapped};
