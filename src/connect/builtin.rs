@@ -76,7 +76,7 @@ impl BuiltinConnector {
                 let (host, port) = crate::origin::host_and_port(&uri)?;
                 let handle = io.handle();
                 let tls = tls::handshake(&self.tls, host, port, io, handle).await?;
-                return Ok(BuiltinIo::UnixTls(tls));
+                return Ok(BuiltinIo::UnixTls(Box::new(tls)));
             }
             #[cfg(not(feature = "rustls"))]
             return Err(no_tls(&uri));
@@ -91,7 +91,7 @@ impl BuiltinConnector {
             let io = self.tcp.oneshot(uri).await?;
             let handle = io.handle();
             let tls = tls::handshake(&self.tls, &host, port, io, handle).await?;
-            Ok(BuiltinIo::Tls(tls))
+            Ok(BuiltinIo::Tls(Box::new(tls)))
         }
         #[cfg(not(feature = "rustls"))]
         {
@@ -124,14 +124,18 @@ impl tower::Service<Uri> for BuiltinConnector {
 }
 
 /// The IO of any connection the built-in connector opens.
+///
+/// The TLS kinds are boxed: a rustls session is about a kilobyte, and hyper keeps the
+/// IO inline in each connection's state, so unboxed every plain connection would carry
+/// that much unused room.
 pub(crate) enum BuiltinIo {
     Tcp(TcpIo),
     #[cfg(feature = "rustls")]
-    Tls(Wrapped<TlsStream<TcpIo>>),
+    Tls(Box<Wrapped<TlsStream<TcpIo>>>),
     #[cfg(unix)]
     Unix(UnixIo),
     #[cfg(all(unix, feature = "rustls"))]
-    UnixTls(Wrapped<TlsStream<UnixIo>>),
+    UnixTls(Box<Wrapped<TlsStream<UnixIo>>>),
 }
 
 impl BuiltinIo {
@@ -210,5 +214,17 @@ impl Write for BuiltinIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         with_io!(self.get_mut(), io => Write::poll_shutdown(Pin::new(io), cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_io_is_two_words_whatever_the_features() {
+        // hyper keeps the IO inline in every connection's state: a TLS session kept
+        // inline would make each plain connection a kilobyte larger.
+        assert!(std::mem::size_of::<BuiltinIo>() <= 2 * std::mem::size_of::<usize>());
     }
 }

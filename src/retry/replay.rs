@@ -28,19 +28,24 @@ use crate::error::BoxError;
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty from the start: nothing to share or record.
     shared: Option<Arc<Mutex<Shared<B>>>>,
-    /// Index of the next recorded chunk this copy yields.
+    /// Index of the next recorded chunk this copy yields, or [`DONE`] once it has
+    /// yielded its trailers or its end.
+    ///
+    /// Two words in all: hyper's request queue keeps 32 requests' worth of slots per
+    /// connection, so every byte here costs 32 for each pooled connection.
     position: usize,
-    /// This copy has yielded its trailers, or the end.
-    done: bool,
-    size_hint: SizeHint,
-    empty: bool,
 }
+
+/// [`ReplayBody::position`] of a copy that has yielded everything.
+const DONE: usize = usize::MAX;
 
 struct Shared<B> {
     inner: Option<Pin<Box<B>>>,
     recorded: VecDeque<Bytes>,
     recorded_bytes: usize,
     trailers: Option<HeaderMap>,
+    /// The wrapped body's size hint, which every copy reports.
+    size_hint: SizeHint,
     /// The wrapped body has ended; the recording (if not overflowed) is complete.
     ended: bool,
     /// More than the cap was read: the recording is incomplete for good.
@@ -61,6 +66,7 @@ impl<B: HttpBody> ReplayBody<B> {
                 recorded: VecDeque::new(),
                 recorded_bytes: 0,
                 trailers: None,
+                size_hint,
                 ended: false,
                 overflowed: false,
                 failed: false,
@@ -70,9 +76,6 @@ impl<B: HttpBody> ReplayBody<B> {
         ReplayBody {
             shared,
             position: 0,
-            done: false,
-            size_hint,
-            empty,
         }
     }
 }
@@ -101,9 +104,6 @@ impl<B> ReplayBody<B> {
         Some(ReplayBody {
             shared: self.shared.clone(),
             position: 0,
-            done: false,
-            size_hint: self.size_hint,
-            empty: self.empty,
         })
     }
 
@@ -121,10 +121,7 @@ impl<B> ReplayBody<B> {
     pub(crate) fn observer(&self) -> Self {
         ReplayBody {
             shared: self.shared.clone(),
-            position: 0,
-            done: true,
-            size_hint: self.size_hint,
-            empty: self.empty,
+            position: DONE,
         }
     }
 
@@ -149,12 +146,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(shared) = this.shared.as_ref().filter(|_| !this.done) else {
+        let Some(shared) = this.shared.as_ref().filter(|_| this.position != DONE) else {
             return Poll::Ready(None);
         };
         let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         if shared.failed {
-            this.done = true;
+            this.position = DONE;
             return Poll::Ready(Some(Err(BodyFailedEarlier.into())));
         }
         if let Some(chunk) = shared.recorded.get(this.position) {
@@ -162,7 +159,7 @@ where
             return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
         }
         if shared.ended {
-            this.done = true;
+            this.position = DONE;
             return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
         let Some(inner) = shared.inner.as_mut() else {
@@ -173,7 +170,7 @@ where
             Poll::Ready(None) => {
                 shared.ended = true;
                 shared.inner = None;
-                this.done = true;
+                this.position = DONE;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -181,7 +178,7 @@ where
                 shared.failed = true;
                 shared.inner = None;
                 shared.recorded.clear();
-                this.done = true;
+                this.position = DONE;
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -204,7 +201,7 @@ where
                         shared.trailers = Some(trailers.clone());
                         shared.ended = true;
                         shared.inner = None;
-                        this.done = true;
+                        this.position = DONE;
                         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
                     // Neither data nor trailers: a frame kind this crate does not know.
@@ -215,11 +212,19 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.empty
+        self.shared.is_none() || self.position == DONE
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size_hint
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .size_hint
+            }
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -354,6 +359,16 @@ mod tests {
         // The copy made before the failure must not send `ab` and stop as if complete.
         let replay = spare.collect().await;
         assert!(replay.is_err(), "a replay of a failed body must fail");
+    }
+
+    #[test]
+    fn a_replay_body_is_two_words() {
+        // hyper's request queue keeps 32 request slots per connection: each byte here
+        // is 32 bytes of every pooled connection.
+        assert_eq!(
+            std::mem::size_of::<ReplayBody<http_body_util::Empty<Bytes>>>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 
     #[tokio::test]
