@@ -240,7 +240,7 @@ fn run_case(
     settings: &Settings,
 ) -> Result<(), String> {
     println!(
-        "\n== {}: {} on {} ({}), {} rounds of {} ms per client",
+        "\n== {}: {} on {} ({}), {} round(s) of {} ms per client; load average {}",
         case.name,
         if case.concurrency == 1 {
             "one GET at a time".to_owned()
@@ -253,7 +253,8 @@ fn run_case(
             Server::Nginx => "nginx",
         },
         settings.rounds,
-        settings.slice.as_millis()
+        settings.slice.as_millis(),
+        load_average()
     );
     let mut clients = Vec::with_capacity(SUBJECTS.len());
     for name in SUBJECTS {
