@@ -14,7 +14,10 @@
 //! until the response's head and `Content-Length` body are in, no pool, no timers
 //! (`benches/support/raw.rs`). It is the physical reference: what the server, the
 //! runtime and the loopback allow. All three send the same request (`GET /`, one
-//! `host` header), read the body to the end and check its length.
+//! `host` header), read the body to the end and check its length. The clients and the
+//! in-process server are in `benches/support/` (`subject.rs`, `server.rs`), shared with
+//! `benches/alternate.rs`, which measures the same cases in alternating rounds: prefer
+//! its per-round ratios on a loaded machine.
 //! - `sequential`: one GET at a time, its 13-byte body read to the end, so the
 //!   keep-alive connection is reused (the server sees 1 or 2 connections in ~100,000
 //!   requests: a checkout takes a connection whose body just ended even before its
@@ -45,171 +48,15 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
 
 use support::nginx::Nginx;
-use support::raw::RawClient;
-
-const BODY: &[u8] = b"hello, world\n";
-const CONCURRENCY: usize = 64;
-
-type LegacyClient = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
-
-/// Connections the server has accepted so far.
-#[derive(Clone, Default)]
-struct Accepted(Arc<AtomicUsize>);
-
-impl Accepted {
-    fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-async fn start_server(accepted: Accepted) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted.0.fetch_add(1, Ordering::Relaxed);
-            // closefirst sets TCP_NODELAY by default, hyper-util's HttpConnector does
-            // not; the server sets it on its side so Nagle's delay never decides a
-            // comparison.
-            stream.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(BODY))))
-                });
-                let _ = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// The server under test and what every response from it looks like.
-struct Target {
-    addr: SocketAddr,
-    uri: Uri,
-    body_len: usize,
-    /// Counted only for the in-process server.
-    accepted: Option<Accepted>,
-}
-
-impl Target {
-    fn new(addr: SocketAddr, body_len: usize, accepted: Option<Accepted>) -> Arc<Self> {
-        Arc::new(Self {
-            addr,
-            uri: format!("http://{addr}/").parse().unwrap(),
-            body_len,
-            accepted,
-        })
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.as_ref().map_or(0, Accepted::get)
-    }
-}
-
-/// The clients, in the order each group measures them.
-const SUBJECTS: [&str; 3] = ["closefirst", "hyper_util_legacy", "raw"];
-
-/// The client under test.
-#[derive(Clone)]
-enum Subject {
-    Closefirst(closefirst::Client<Empty<Bytes>>),
-    HyperUtilLegacy(LegacyClient),
-    Raw(RawClient),
-}
-
-impl Subject {
-    /// The client named `name` (one of `SUBJECTS`): closefirst and hyper-util at their
-    /// defaults, which connect on demand; `raw` with `connections` sockets open.
-    async fn new(name: &str, target: &Target, connections: usize) -> Subject {
-        match name {
-            "closefirst" => Subject::Closefirst(
-                closefirst::Client::builder()
-                    .build()
-                    .expect("the defaults are valid"),
-            ),
-            "hyper_util_legacy" => Subject::HyperUtilLegacy(
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                    .build_http::<Empty<Bytes>>(),
-            ),
-            "raw" => Subject::Raw(
-                RawClient::connect(target.addr, connections)
-                    .await
-                    .expect("the bench server accepts connections"),
-            ),
-            _ => unreachable!("SUBJECTS lists every name"),
-        }
-    }
-
-    /// One GET with its body read to the end; returns the body's length. `slot` picks
-    /// the raw client's socket; the pools pick their own connection.
-    async fn get(&self, target: &Target, slot: usize) -> usize {
-        let len = match self {
-            Subject::Closefirst(client) => {
-                let req = Request::get(target.uri.clone()).body(Empty::new()).unwrap();
-                read_to_end(client.request(req).await.unwrap()).await
-            }
-            Subject::HyperUtilLegacy(client) => {
-                let req = Request::get(target.uri.clone()).body(Empty::new()).unwrap();
-                read_to_end(client.request(req).await.unwrap()).await
-            }
-            Subject::Raw(client) => client.get(slot).await.unwrap(),
-        };
-        assert_eq!(len, target.body_len);
-        len
-    }
-
-    async fn get_concurrently(&self, target: &Arc<Target>, n: usize) -> usize {
-        let mut set = JoinSet::new();
-        for slot in 0..n {
-            let subject = self.clone();
-            let target = Arc::clone(target);
-            set.spawn(async move { subject.get(&target, slot).await });
-        }
-        let mut total = 0;
-        while let Some(len) = set.join_next().await {
-            total += len.expect("request task did not panic");
-        }
-        total
-    }
-}
-
-async fn read_to_end(resp: http::Response<Incoming>) -> usize {
-    assert!(resp.status().is_success());
-    resp.into_body().collect().await.unwrap().to_bytes().len()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::subject::{runtime, Subject, Target, CONCURRENCY, SUBJECTS};
 
 const SAMPLE_SIZE: usize = 30;
 
@@ -221,7 +68,7 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
 }
 
 fn report_connections(group: &str, name: &str, subject: &Subject, target: &Target, before: usize) {
-    if target.accepted.is_some() {
+    if target.counts_connections() {
         eprintln!(
             "{group}/{name}: the server accepted {} connection(s) during this benchmark",
             target.accepted() - before
@@ -364,21 +211,15 @@ fn concurrent_group(c: &mut Criterion, rt: &Runtime, group_name: &str, target: &
     report_ratios(group_name, &medians);
 }
 
-fn in_process_target(rt: &Runtime) -> Arc<Target> {
-    let accepted = Accepted::default();
-    let addr = rt.block_on(start_server(accepted.clone()));
-    Target::new(addr, BODY.len(), Some(accepted))
-}
-
 fn sequential(c: &mut Criterion) {
     let rt = runtime();
-    let target = in_process_target(&rt);
+    let target = Target::in_process(&rt);
     sequential_group(c, &rt, "sequential", &target);
 }
 
 fn concurrent(c: &mut Criterion) {
     let rt = runtime();
-    let target = in_process_target(&rt);
+    let target = Target::in_process(&rt);
     concurrent_group(c, &rt, "concurrent_64", &target);
 }
 

@@ -2,3 +2,5 @@
 
 pub(crate) mod nginx;
 pub(crate) mod raw;
+pub(crate) mod server;
+pub(crate) mod subject;

@@ -69,6 +69,9 @@ impl Nginx {
             // at the temporary directory too (nginx 1.19.5 and later).
             .arg("-e")
             .arg(dir.join("logs/error.log"))
+            // nginx reads `NGINX` itself (sockets inherited on a binary upgrade) and
+            // complains about the path the bench takes it from.
+            .env_remove("NGINX")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -120,6 +123,7 @@ impl Drop for Nginx {
             .arg("-e")
             .arg(self.dir.join("logs/error.log"))
             .args(["-s", "stop"])
+            .env_remove("NGINX")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

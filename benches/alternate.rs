@@ -1,0 +1,456 @@
+//! Requests per second of closefirst, hyper-util's legacy client and a raw keep-alive
+//! client, measured in alternating rounds in one process, so that a change in the
+//! machine's load moves every client's figures alike instead of whichever client
+//! happened to be measured at the time.
+//!
+//! ```text
+//! cargo bench --bench alternate                   # every case, 15 rounds
+//! cargo bench --bench alternate -- concurrent     # cases whose name contains a filter
+//! ROUNDS=30 SLICE_MS=300 cargo bench --bench alternate
+//! NGINX=/usr/sbin/nginx cargo bench --bench alternate -- nginx
+//! ```
+//!
+//! Cases: `sequential` (one GET at a time) and `concurrent_64` (64 GETs in flight, one
+//! spawned task each, joined), against the in-process hyper server
+//! (`support/server.rs`), and `nginx_sequential`, `nginx_concurrent_64` against a real
+//! nginx that the bench starts and stops (`support/nginx.rs`; `nginx` from `PATH` or
+//! the binary in `NGINX`; skipped with a note when there is none). The clients are the
+//! ones `throughput.rs` measures (`support/subject.rs`): closefirst and hyper-util at
+//! their defaults and the raw client; all send the same request, read the body to the
+//! end and check its length.
+//!
+//! Per case, every client is created and warmed up first (its connections open), then
+//! `ROUNDS` rounds (default 15) run. In each round every client runs for the same time
+//! slice (`SLICE_MS`, default 500 ms), in an order that rotates by one each round, so
+//! each client goes first, second and third equally often (with 15 rounds, 5 times each).
+//! A slice counts the requests completed in whole batches (1 request, or 64 joined)
+//! until its time is up; the rate is those requests over the slice's measured time.
+//!
+//! Why a fixed time slice rather than a fixed number of requests: every client is then
+//! exposed to the machine for the same length of time per round, so a burst of load
+//! lands in any client's slice with the same probability; with a fixed count the slower
+//! client's slice would be longer and take more of the load. It also bounds the run's
+//! length whatever the clients' speed (the default run takes about 2 minutes). Before
+//! each timed slice, one untimed batch touches the client's connections, so that a long
+//! `SLICE_MS` (the other clients' slices are an idle gap for this one's connections)
+//! measures warm connections, not closefirst's idle timer of 4 s.
+//!
+//! Printed per case: every client's median, minimum and maximum requests per second
+//! over the rounds; the ratio of the medians closefirst/hyper-util and closefirst/raw;
+//! the ratio computed per round (closefirst and the other client in the same round)
+//! with its median and spread: the per-round ratio is the figure to quote, as both of
+//! its terms saw nearly the same machine; and connections opened by closefirst (from
+//! `Client::stats`) and, for the in-process server, accepted per client during the
+//! rounds.
+
+mod support;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use support::nginx::Nginx;
+use support::subject::{runtime, Subject, Target, CONCURRENCY, SUBJECTS};
+
+const DEFAULT_ROUNDS: usize = 15;
+/// More rounds than this is refused: it only makes the run longer than anyone waits.
+const MAX_ROUNDS: usize = 1000;
+const DEFAULT_SLICE: Duration = Duration::from_millis(500);
+const MAX_SLICE: Duration = Duration::from_secs(60);
+/// Untimed requests per client before the rounds, so every pool has its connections.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// A batch that takes longer than this means the server or a client is stuck: the
+/// bench stops with an error instead of waiting forever.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server a case measures against.
+#[derive(Clone, Copy)]
+enum Server {
+    InProcess,
+    Nginx,
+}
+
+struct Case {
+    name: &'static str,
+    server: Server,
+    /// Requests in flight at once: 1, or a batch of this many joined.
+    concurrency: usize,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        name: "sequential",
+        server: Server::InProcess,
+        concurrency: 1,
+    },
+    Case {
+        name: "concurrent_64",
+        server: Server::InProcess,
+        concurrency: CONCURRENCY,
+    },
+    Case {
+        name: "nginx_sequential",
+        server: Server::Nginx,
+        concurrency: 1,
+    },
+    Case {
+        name: "nginx_concurrent_64",
+        server: Server::Nginx,
+        concurrency: CONCURRENCY,
+    },
+];
+
+struct Settings {
+    rounds: usize,
+    slice: Duration,
+    filters: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, String> {
+        let rounds = match std::env::var("ROUNDS") {
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_ROUNDS).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "ROUNDS must be a number of rounds from 1 to {MAX_ROUNDS} (got {v:?})"
+                    ))
+                }
+            },
+            Err(_) => DEFAULT_ROUNDS,
+        };
+        let slice = match std::env::var("SLICE_MS") {
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms >= 1 && u128::from(ms) <= MAX_SLICE.as_millis() => {
+                    Duration::from_millis(ms)
+                }
+                _ => {
+                    return Err(format!(
+                        "SLICE_MS must be a slice in milliseconds from 1 to {} (got {v:?})",
+                        MAX_SLICE.as_millis()
+                    ))
+                }
+            },
+            Err(_) => DEFAULT_SLICE,
+        };
+        // `cargo bench` passes `--bench` (and libtest's flags may follow): every argument
+        // that is not a flag is a filter on the case names.
+        let filters = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        Ok(Self {
+            rounds,
+            slice,
+            filters,
+        })
+    }
+
+    fn selects(&self, case: &Case) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| case.name.contains(f.as_str()))
+    }
+}
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("alternate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cases: Vec<&Case> = CASES.iter().filter(|c| settings.selects(c)).collect();
+    if cases.is_empty() {
+        let names: Vec<_> = CASES.iter().map(|c| c.name).collect();
+        eprintln!(
+            "alternate: no case matches {:?}; the cases are {}",
+            settings.filters,
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    println!(
+        "alternate: {} round(s) of {} ms per client, order rotating each round; {} CPU(s), load average {}",
+        settings.rounds,
+        settings.slice.as_millis(),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average()
+    );
+    let started = Instant::now();
+    let mut nginx = None;
+    for case in cases {
+        let target = match case.server {
+            Server::InProcess => None,
+            Server::Nginx => {
+                if nginx.is_none() {
+                    match Nginx::start() {
+                        Ok(Some(n)) => {
+                            println!("nginx: {} on {}", n.version(), n.addr());
+                            nginx = Some(n);
+                        }
+                        Ok(None) => {
+                            println!("\n== {}: skipped, no nginx binary (install nginx or set NGINX=/path)", case.name);
+                            continue;
+                        }
+                        Err(e) => {
+                            eprintln!("alternate: nginx is installed but did not start: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                nginx
+                    .as_ref()
+                    .map(|n| Target::new(n.addr(), support::nginx::BODY_LEN, None))
+            }
+        };
+        // One runtime per case: its clients and their connections end with it, before
+        // the next case (and before nginx stops).
+        let rt = runtime();
+        let target = target.unwrap_or_else(|| Target::in_process(&rt));
+        if let Err(e) = run_case(&rt, case, &target, &settings) {
+            eprintln!("alternate: {}: {e}", case.name);
+            return ExitCode::FAILURE;
+        }
+    }
+    drop(nginx);
+    println!(
+        "\nalternate: done in {:.0} s; load average {}",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
+    ExitCode::SUCCESS
+}
+
+/// One client of a case, with what was measured of it.
+struct Measured {
+    name: &'static str,
+    subject: Subject,
+    /// Requests per second, one per round.
+    rates: Vec<f64>,
+    /// Connections the in-process server accepted during this client's slices.
+    accepted_in_rounds: usize,
+}
+
+fn run_case(
+    rt: &Runtime,
+    case: &Case,
+    target: &Arc<Target>,
+    settings: &Settings,
+) -> Result<(), String> {
+    println!(
+        "\n== {}: {} on {} ({}), {} round(s) of {} ms per client; load average {}",
+        case.name,
+        if case.concurrency == 1 {
+            "one GET at a time".to_owned()
+        } else {
+            format!("{} GETs in flight", case.concurrency)
+        },
+        target.addr,
+        match case.server {
+            Server::InProcess => "in-process hyper server",
+            Server::Nginx => "nginx",
+        },
+        settings.rounds,
+        settings.slice.as_millis(),
+        load_average()
+    );
+    let mut clients = Vec::with_capacity(SUBJECTS.len());
+    for name in SUBJECTS {
+        let subject = rt.block_on(Subject::new(name, target, case.concurrency));
+        rt.block_on(run_for(&subject, target, case.concurrency, WARM_UP))?;
+        clients.push(Measured {
+            name,
+            subject,
+            rates: Vec::with_capacity(settings.rounds),
+            accepted_in_rounds: 0,
+        });
+    }
+    let opened_in_warm_up = closefirst_stats(&clients).map(|s| s.connections_opened);
+
+    for round in 0..settings.rounds {
+        let mut line = format!("round {:>2}:", round + 1);
+        for k in 0..clients.len() {
+            let client = &mut clients[(round + k) % SUBJECTS.len()];
+            let before = target.accepted();
+            // Untimed: reopens whatever the client closed while the others ran.
+            rt.block_on(batch(&client.subject, target, case.concurrency))?;
+            let (requests, elapsed) = rt.block_on(run_for(
+                &client.subject,
+                target,
+                case.concurrency,
+                settings.slice,
+            ))?;
+            client.accepted_in_rounds += target.accepted().saturating_sub(before);
+            let rate = requests as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+            client.rates.push(rate);
+            line.push_str(&format!(" {}={:.0}", client.name, rate));
+        }
+        let cf = clients[0].rates[round];
+        let hu = clients[1].rates[round];
+        line.push_str(&format!(
+            "  closefirst/hyper_util_legacy={:.2}",
+            cf / hu.max(f64::MIN_POSITIVE)
+        ));
+        println!("{line}");
+    }
+
+    report(case, target, &clients, opened_in_warm_up);
+    Ok(())
+}
+
+fn closefirst_stats(clients: &[Measured]) -> Option<closefirst::PoolStats> {
+    clients.iter().find_map(|c| match &c.subject {
+        Subject::Closefirst(client) => Some(client.stats()),
+        _ => None,
+    })
+}
+
+/// One batch: one GET, or `concurrency` GETs joined. Returns the requests completed.
+async fn batch(subject: &Subject, target: &Arc<Target>, concurrency: usize) -> Result<u64, String> {
+    let work = async {
+        if concurrency == 1 {
+            subject.get(target, 0).await;
+        } else {
+            subject.get_concurrently(target, concurrency).await;
+        }
+    };
+    tokio::time::timeout(BATCH_TIMEOUT, work)
+        .await
+        .map_err(|_| format!("a batch took more than {} s", BATCH_TIMEOUT.as_secs()))?;
+    Ok(concurrency as u64)
+}
+
+/// Whole batches until `length` has passed; returns the requests completed and the time
+/// they took (at least `length`, at most one batch more).
+async fn run_for(
+    subject: &Subject,
+    target: &Arc<Target>,
+    concurrency: usize,
+    length: Duration,
+) -> Result<(u64, Duration), String> {
+    let start = Instant::now();
+    let mut requests = 0u64;
+    loop {
+        requests = requests.saturating_add(batch(subject, target, concurrency).await?);
+        let elapsed = start.elapsed();
+        if elapsed >= length {
+            return Ok((requests, elapsed));
+        }
+    }
+}
+
+/// Median, minimum and maximum of a non-empty set of figures.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Self {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: v.first().copied().unwrap_or_default(),
+            max: v.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+fn report(case: &Case, target: &Target, clients: &[Measured], opened_in_warm_up: Option<u64>) {
+    let name = case.name;
+    println!("{name}: client             median req/s     min req/s     max req/s");
+    let spreads: Vec<Spread> = clients.iter().map(|c| Spread::of(&c.rates)).collect();
+    for (client, s) in clients.iter().zip(&spreads) {
+        println!(
+            "{name}: {:<18} {:>12.0} {:>13.0} {:>13.0}",
+            client.name, s.median, s.min, s.max
+        );
+    }
+    let ours = &clients[0];
+    for (other, spread) in clients.iter().zip(&spreads).skip(1) {
+        let of_medians = spreads[0].median / spread.median.max(f64::MIN_POSITIVE);
+        let per_round: Vec<f64> = ours
+            .rates
+            .iter()
+            .zip(&other.rates)
+            .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
+            .collect();
+        let r = Spread::of(&per_round);
+        println!(
+            "{name}: closefirst/{}: per-round ratio median {:.2}x (min {:.2}x, max {:.2}x); ratio of medians {:.2}x",
+            other.name, r.median, r.min, r.max, of_medians
+        );
+    }
+    if let Some(stats) = closefirst_stats(clients) {
+        let warm = opened_in_warm_up.unwrap_or(0);
+        println!(
+            "{name}: closefirst opened {} connection(s) ({} in warm-up, {} in the rounds), reused {}, evicted {}",
+            stats.connections_opened,
+            warm,
+            stats.connections_opened.saturating_sub(warm),
+            stats.reuses,
+            evictions(&stats.evictions)
+        );
+    }
+    if target.counts_connections() {
+        let counts: Vec<String> = clients
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.accepted_in_rounds))
+            .collect();
+        println!(
+            "{name}: the server accepted during the rounds: {}",
+            counts.join(", ")
+        );
+    }
+    for client in clients {
+        if let Subject::Raw(raw) = &client.subject {
+            println!("{name}: raw used {} socket(s)", raw.len());
+        }
+    }
+}
+
+/// The eviction counts that are not zero, or `none`.
+fn evictions(e: &closefirst::Evictions) -> String {
+    let counts = [
+        ("idle_timeout", e.idle_timeout),
+        ("server_hint", e.server_hint),
+        ("lifetime", e.lifetime),
+        ("max_requests", e.max_requests),
+        ("connection_close", e.connection_close),
+        ("closed_by_server", e.closed_by_server),
+        ("idle_list_full", e.idle_list_full),
+        ("learned_timeout", e.learned_timeout),
+        ("cancelled", e.cancelled),
+        ("connection_limit", e.connection_limit),
+        ("task_gone", e.task_gone),
+    ];
+    let nonzero: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect();
+    if nonzero.is_empty() {
+        "none".to_owned()
+    } else {
+        nonzero.join(", ")
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, where the system tells them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
