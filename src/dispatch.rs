@@ -79,7 +79,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             let mut conn = InFlight::new(pool, conn);
             conn.begin_request(req.headers());
             let before = conn.socket.as_ref().map(SocketHandle::mark);
-            let sent = conn.tx.try_send_request(req).await;
+            let sent = conn.send(req).await;
             let mut conn = conn.landed();
             match sent {
                 Ok(mut response) => {

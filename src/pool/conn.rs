@@ -1,22 +1,27 @@
 //! One connection: how it is opened, what the pool learns about it from the
-//! requests and responses it carries, and the end of its hyper connection task.
+//! requests and responses it carries, and the end of its hyper connection future.
 //!
 //! The connector (`ConnectFn`, made by the client from a tower connector) yields a
-//! [`Connected`]; [`Pool::connect`] spawns hyper's connection task and wraps the
-//! request half in a [`Conn`], which owns the connection's [`Slot`]. Dropping the
+//! [`Connected`]; [`Pool::connect`] wraps the request half in a [`Conn`], which owns
+//! the connection's [`Slot`] and, parked, hyper's connection future (who polls it, and
+//! when it moves to a task of its own, is told in [`driver`](super::driver)). Dropping the
 //! `Conn` closes the connection (the client sends the FIN) and gives the slot back.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::header::HeaderMap;
-use http::Uri;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::TrySendError;
 use tokio::time::Instant;
 
+use super::driver::{self, Driver, Spawn, Watch};
 use super::{deadline, Checkout, Evict, Pool, Slot};
 use crate::error::{Error, Kind};
 use crate::header;
@@ -27,8 +32,8 @@ use crate::origin::Origin;
 pub(crate) struct Connected<B> {
     pub(crate) tx: SendRequest<B>,
     pub(crate) socket: Option<SocketHandle>,
-    /// hyper's connection future; the pool spawns it.
-    pub(crate) driver: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    /// hyper's connection future (see [`Conn`] for who polls it).
+    pub(crate) driver: Driver,
 }
 
 /// What the connector returns for one connection.
@@ -57,35 +62,28 @@ pub(crate) struct Conn<B> {
     pub(crate) server_remaining: Option<u64>,
     /// `Connection: close` was on the request or the response.
     close: bool,
-    /// Set when hyper's connection task was dropped unfinished (its runtime shut
-    /// down): the connection then reads as closed, but the server did nothing.
-    task_gone: Arc<AtomicBool>,
+    /// hyper's connection future while it is parked here (see [`driver`](super::driver)):
+    /// `None` once it runs on a task of its own, or once it ended.
+    driver: Option<Driver>,
+    /// The parked future's waker while idle, and whether its task died.
+    watch: Arc<Watch>,
     slot: Slot<B>,
-}
-
-/// Marks a connection's task as gone if it is dropped before hyper's connection future
-/// finished: the only way that happens is its runtime shutting down.
-struct TaskGone(Option<Arc<AtomicBool>>);
-
-impl TaskGone {
-    /// The connection future ran to its end: nothing to mark.
-    fn finished(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TaskGone {
-    fn drop(&mut self) {
-        if let Some(flag) = self.0.take() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
 }
 
 impl<B> Conn<B> {
     /// Whether hyper's connection task was dropped unfinished, with its runtime.
     pub(crate) fn task_gone(&self) -> bool {
-        self.task_gone.load(Ordering::Relaxed)
+        self.watch.task_gone()
+    }
+
+    /// When the server did something (or the runtime shut down) while the connection
+    /// was idle and parked; see [`driver`](super::driver).
+    pub(super) fn woken_at(&self) -> Option<Instant> {
+        if self.driver.is_some() {
+            self.watch.woken_at()
+        } else {
+            None
+        }
     }
 
     pub(super) fn new(
@@ -93,7 +91,8 @@ impl<B> Conn<B> {
         id: u64,
         socket: Option<SocketHandle>,
         expires: Option<Instant>,
-        task_gone: Arc<AtomicBool>,
+        driver: Option<Driver>,
+        watch: Arc<Watch>,
         slot: Slot<B>,
     ) -> Conn<B> {
         Conn {
@@ -101,13 +100,78 @@ impl<B> Conn<B> {
             id,
             socket,
             expires,
+            driver,
             requests: 0,
             hint_timeout: None,
             server_remaining: None,
             close: false,
-            task_gone,
+            watch,
             slot,
         }
+    }
+
+    /// Sends `req` on the connection, driving it inline while hyper's connection
+    /// future has no task of its own: the request's task then writes the request and
+    /// reads the response itself, one wake-up per response instead of two.
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<B>>>
+    where
+        B: hyper::body::Body + 'static,
+    {
+        // From here on this request's task polls the future, and wakes itself.
+        self.watch.in_use();
+        // hyper queues the request here; the future only waits for the answer.
+        let mut sent = std::pin::pin!(self.tx.try_send_request(req));
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = sent.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            // The connection future hands the response over as it reads it: look
+            // again at once rather than after a wake-up of this same task.
+            if self.poll_driver(cx) {
+                return sent.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Parks the connection for the pool after its response was read to the end: the
+    /// future is polled once more with the connection's [`Watch`] as its waker, so
+    /// that whatever the server does while the connection is idle wakes the pool.
+    /// Returns whether the connection is still open.
+    pub(crate) fn park(&mut self) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return !self.tx.is_closed();
+        };
+        self.watch.parked();
+        let waker = Waker::from(Arc::clone(&self.watch));
+        if let Poll::Ready(result) = driver.as_mut().poll(&mut Context::from_waker(&waker)) {
+            if let Err(error) = result {
+                tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
+            }
+            self.driver = None;
+            return false;
+        }
+        true
+    }
+
+    /// Polls hyper's connection future if no task of its own runs it: this is how a
+    /// request on the connection makes progress. Returns whether it did so.
+    pub(crate) fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return false;
+        };
+        if let Poll::Ready(result) = driver.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
+            }
+            // The connection is closed: hyper's `SendRequest` now says so.
+            self.driver = None;
+        }
+        true
     }
 
     pub(crate) fn origin(&self) -> &Origin {
@@ -160,6 +224,26 @@ impl<B> Conn<B> {
 }
 
 impl<B: Send + 'static> Conn<B> {
+    /// Moves hyper's connection future to a task of its own, if it is not on one yet:
+    /// from now on that task reads what the server sends, and tells the pool when the
+    /// connection ends.
+    pub(crate) fn spawn_driver(&mut self) {
+        if let Some(spawn) = self.take_driver() {
+            spawn.spawn();
+        }
+    }
+
+    fn take_driver(&mut self) -> Option<Spawn<B>> {
+        let driver = self.driver.take()?;
+        Some(Spawn {
+            driver,
+            pool: self.slot.pool().map(|pool| Arc::downgrade(&pool)),
+            origin: self.origin().clone(),
+            id: self.id,
+            watch: Arc::clone(&self.watch),
+        })
+    }
+
     /// Hands the connection back to the pool once hyper can take the next request on
     /// it, which for HTTP/1.1 is when the response body has been read to its end.
     pub(crate) fn check_in_when_ready(self) {
@@ -170,7 +254,8 @@ impl<B: Send + 'static> Conn<B> {
 }
 
 impl<B: Send + 'static> Pool<B> {
-    /// Opens a connection to `origin` in `slot`, and spawns its hyper connection task.
+    /// Opens a connection to `origin` in `slot`; its hyper connection future starts
+    /// parked in the [`Conn`].
     pub(super) async fn connect(
         self: &Arc<Self>,
         origin: &Origin,
@@ -186,22 +271,9 @@ impl<B: Send + 'static> Pool<B> {
         // On error `slot` drops here, and a waiter (if any) may try in our place.
         let Connected { tx, socket, driver } = connected?;
         let id = next_connection_id();
-        let pool = Arc::downgrade(self);
-        let task_origin = origin.clone();
-        let task_gone = Arc::new(AtomicBool::new(false));
-        let unfinished = TaskGone(Some(Arc::clone(&task_gone)));
-        let opened_at = Instant::now();
-        tokio::spawn(async move {
-            if let Err(error) = driver.await {
-                tracing::debug!(origin = %task_origin, conn = id, %error, "connection ended with an error");
-            }
-            unfinished.finished();
-            if let Some(pool) = pool.upgrade() {
-                pool.record_connection_closed(&task_origin, opened_at);
-                pool.connection_ended(&task_origin, id);
-            }
-        });
         self.record_opened(origin);
+        let driver = driver::record_end(driver, Arc::downgrade(self), origin.clone());
+        let watch = Arc::new(Watch::new(id, origin.clone(), Arc::downgrade(&self.woken)));
         let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
         tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
         let now = Instant::now();
@@ -210,7 +282,7 @@ impl<B: Send + 'static> Pool<B> {
             .max_lifetime
             .map(|l| deadline::deadline_after(now, deadline::jittered_lifetime(l, id)));
         Ok(Checkout {
-            conn: Conn::new(tx, id, socket, expires, task_gone, slot),
+            conn: Conn::new(tx, id, socket, expires, Some(driver), watch, slot),
             reused: false,
             idle_for: Duration::ZERO,
         })
@@ -218,9 +290,9 @@ impl<B: Send + 'static> Pool<B> {
 }
 
 impl<B> Pool<B> {
-    /// hyper's connection task for connection `id` ended. If the connection was idle,
+    /// The task running connection `id`'s future saw it end. If the connection was idle,
     /// the server closed it.
-    fn connection_ended(&self, origin: &Origin, id: u64) {
+    pub(super) fn connection_ended(&self, origin: &Origin, id: u64) {
         // Out of the lock before the connection is closed: its slot takes the lock.
         let idle = self.lock().take_idle(origin, id);
         if let Some(idle) = idle {
@@ -245,6 +317,7 @@ fn next_connection_id() -> u64 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use std::sync::Weak;
 
     /// A connection for tests of the pool's bookkeeping: its peer is gone and its slot
     /// belongs to no pool, so it is never used for a request.
@@ -257,7 +330,8 @@ pub(super) mod tests {
             .expect("an HTTP/1 handshake only sets up state, it does no IO");
         let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
             .expect("an http URI with a host is an origin");
-        Conn::new(tx, 1, None, expires, Arc::default(), Slot::detached(origin))
+        let watch = Arc::new(Watch::new(1, origin.clone(), Weak::new()));
+        Conn::new(tx, 1, None, expires, None, watch, Slot::detached(origin))
     }
 
     #[tokio::test]

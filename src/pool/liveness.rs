@@ -10,6 +10,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::{Conn, Evict, Pool};
 use crate::io::Liveness;
 use crate::origin::Origin;
@@ -24,6 +26,29 @@ fn check<B>(conn: &Conn<B>) -> Result<(), Liveness> {
 }
 
 impl<B> Pool<B> {
+    /// Closes an idle connection whose parked future was woken (see
+    /// [`driver`](super::driver)), idle since `since`: a server close, learned from at
+    /// the time of the wake-up, if its socket shows one; otherwise its runtime's IO
+    /// driver shut down under it, which says nothing about the server.
+    pub(super) fn close_woken(&self, origin: &Origin, conn: Conn<B>, since: Instant) {
+        let woken_at = conn.woken_at().unwrap_or_else(Instant::now);
+        let idle_for = woken_at.saturating_duration_since(since);
+        match conn.socket.as_ref().map(|socket| socket.peek()) {
+            Some(Liveness::Alive) => self.evict(
+                origin,
+                conn,
+                Evict::TaskGone,
+                idle_for,
+                "woken with nothing to read: its runtime shut down",
+            ),
+            found => {
+                self.observe_server_close(origin, idle_for);
+                let detail = found.map_or("closed while idle", Liveness::describe);
+                self.evict(origin, conn, Evict::ClosedByServer, idle_for, detail);
+            }
+        }
+    }
+
     /// The last look before a pooled connection is reused. `None` when it was found
     /// closed (and has been evicted).
     pub(super) fn hand_out(
@@ -32,6 +57,14 @@ impl<B> Pool<B> {
         conn: Conn<B>,
         idle_for: Duration,
     ) -> Option<Conn<B>> {
+        if conn.woken_at().is_some() {
+            // The reaper has not got to it yet.
+            let since = Instant::now()
+                .checked_sub(idle_for)
+                .unwrap_or_else(Instant::now);
+            self.close_woken(origin, conn, since);
+            return None;
+        }
         if self.config.check_before_reuse {
             if let Err(liveness) = check(&conn) {
                 self.observe_server_close(origin, idle_for);

@@ -12,6 +12,9 @@
 //! - [`slots`]: an origin's connection count as [`Slot`]s, the FIFO queue of waiting
 //!   checkouts, and what happens when a waiter is cancelled;
 //! - [`conn`]: one connection, how it is opened, and the end of its task;
+//! - [`driver`]: who polls hyper's connection future: the request's own task while
+//!   the connection is in use, a task of its own once the server has news for an idle
+//!   connection or a body outlives its request;
 //! - [`idle`]: each origin's idle list and the pool-wide deadline index;
 //! - [`deadline`]: when an idle connection must close, as pure functions;
 //! - [`reaper`]: the task that closes idle connections at their deadlines;
@@ -29,6 +32,7 @@
 
 mod conn;
 mod deadline;
+mod driver;
 mod idle;
 mod learn;
 mod liveness;
@@ -64,8 +68,11 @@ pub(crate) struct Pool<B> {
     config: PoolConfig,
     connect: ConnectFn<B>,
     counters: stats::Counters,
-    /// Wakes the reaper early: when an earlier deadline arrives, or the pool drops.
+    /// Wakes the reaper early: when an earlier deadline arrives, an idle connection's
+    /// parked future is woken, or the pool drops.
     reaper_wake: Arc<Notify>,
+    /// Idle connections whose parked future was woken (see [`driver`]).
+    woken: Arc<driver::Woken>,
 }
 
 /// Everything the pool's mutex guards.
@@ -132,6 +139,7 @@ enum Step<'a, B: Send + 'static> {
 
 impl<B: Send + 'static> Pool<B> {
     pub(crate) fn new(config: PoolConfig, connect: ConnectFn<B>) -> Arc<Pool<B>> {
+        let reaper_wake = Arc::new(Notify::new());
         Arc::new(Pool {
             state: Mutex::new(State {
                 origins: HashMap::new(),
@@ -146,7 +154,8 @@ impl<B: Send + 'static> Pool<B> {
             config,
             connect,
             counters: stats::Counters::default(),
-            reaper_wake: Arc::new(Notify::new()),
+            woken: Arc::new(driver::Woken::new(Arc::clone(&reaper_wake))),
+            reaper_wake,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Connections whose response body is still being read, waiting to be checked in.
 //!
 //! hyper can take the next request on an HTTP/1.1 connection once the response body
-//! has been read to its end. A task per response waits for that moment and checks the
+//! has been read to its end. Most small responses are read to the end before the
+//! request returns, and go straight back to the pool (see [`driver`](super::driver)).
+//! For the others a task per response waits for that moment and checks the
 //! connection in. But a caller who reads a body to its end and sends the next request
 //! at once usually gets there before that task has run, finds no idle connection and
 //! opens a second one; sequential requests would then alternate between two
@@ -101,12 +103,21 @@ impl<B> Drop for Task<B> {
 impl<B: Send + 'static> Pool<B> {
     /// Checks `conn` in once hyper can take the next request on it; until then a
     /// checkout may take it (see the module docs).
-    pub(crate) fn check_in_when_ready(self: &Arc<Self>, conn: Conn<B>) {
+    pub(crate) fn check_in_when_ready(self: &Arc<Self>, mut conn: Conn<B>) {
         if conn.tx.is_ready() {
-            // No body, or hyper has already taken all of it in: nothing to wait for.
-            self.checkin(conn, true);
+            // No body, or hyper has already taken all of it in: nothing to wait for,
+            // and hyper's connection future can stay parked in the idle connection.
+            let open = conn.park();
+            self.checkin(conn, open);
             return;
         }
+        if conn.tx.is_closed() {
+            self.checkin(conn, false);
+            return;
+        }
+        // The body is still arriving, for a caller who reads it at their own pace:
+        // from now on a task of its own drives the connection.
+        conn.spawn_driver();
         let pending = {
             let mut state = self.lock();
             let entry = state

@@ -110,9 +110,24 @@ impl<B> Pool<B> {
     /// learned timeouts that have relaxed away; returns when to run again, if ever.
     fn evict_expired(&self, now: Instant) -> Option<Instant> {
         let mut expired = Vec::new();
+        let woken = self.woken.take();
+        let mut news = Vec::new();
         let next = {
             let mut guard = self.lock();
             let state = &mut *guard;
+            for (origin, id) in woken {
+                // Only a connection still idle and parked since its watch was woken: a
+                // request that took it meanwhile polls its future itself.
+                let still_woken = state.origins.get(&origin).is_some_and(|entry| {
+                    entry
+                        .idle
+                        .iter()
+                        .any(|idle| idle.conn.id == id && idle.conn.woken_at().is_some())
+                });
+                if still_woken {
+                    news.extend(state.take_idle(&origin, id).map(|idle| (origin, idle)));
+                }
+            }
             while let Some((id, origin)) = state.idle.pop_expired(now) {
                 if let Some(idle) = state.take_idle(&origin, id) {
                     expired.push((origin, idle));
@@ -131,13 +146,19 @@ impl<B> Pool<B> {
                 (deadline, prune) => deadline.or(prune),
             }
         };
+        // Idle connections whose server sent something (most often a FIN).
+        for (origin, idle) in news {
+            self.close_woken(&origin, idle.conn, idle.since);
+        }
         for (origin, idle) in expired {
             let idle_for = now.saturating_duration_since(idle.since);
             self.evict(&origin, idle.conn, idle.reason, idle_for, "");
         }
         next
     }
+}
 
+impl<B> Pool<B> {
     /// Reaper `generation` ended (or never started): the next check-in starts another,
     /// unless a newer one runs already.
     fn reaper_ended(&self, generation: u64) {

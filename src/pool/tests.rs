@@ -300,7 +300,7 @@ fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_
     let response = runtime.block_on(async {
         let mut checkout = pool.checkout(&origin, false).await.unwrap();
         let request = http::Request::get("/big").body(Empty::new()).unwrap();
-        let response = checkout.conn.tx.try_send_request(request).await.unwrap();
+        let response = checkout.conn.send(request).await.unwrap();
         // The body is not read: the connection waits in the pool's pending list.
         checkout.conn.check_in_when_ready();
         settle().await;

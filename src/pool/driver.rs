@@ -1,0 +1,220 @@
+//! Who polls hyper's connection future, the half of a connection that writes requests
+//! and reads responses.
+//!
+//! A connection starts with its future *parked* in its [`Conn`](super::Conn): no task
+//! of its own. The request that has the connection polls it inline
+//! ([`Conn::send`](super::Conn::send)), so that the request's task writes the request
+//! and reads the response itself: one wake-up per response, where a task per
+//! connection costs a second one (the request wakes the connection's task, which wakes
+//! the request when the response is in). When the response has been read to its end by
+//! then (a small body, all in), the connection goes back to the pool still parked.
+//!
+//! A parked idle connection must still notice a server's close at once, as a task
+//! would: the pool learns the server's idle timeout from when that happens, and a
+//! closed connection should not wait for its deadline. So the check-in polls the future
+//! once more with a [`Watch`] as its waker. Whatever the socket does next (a FIN, a RST,
+//! stray bytes) wakes the watch, which notes the time and wakes the reaper; the reaper
+//! (or a checkout that comes first) takes the connection out of the idle list and looks
+//! at its socket: a close is a server close, counted and learned from at the time the
+//! watch was woken. A wake with nothing on the socket is the runtime's IO driver
+//! shutting down (it wakes every waker it holds): the connection cannot be used from
+//! another runtime, and it is counted as `task_gone`, not as news about the server.
+//!
+//! A response whose body is still arriving when the request returns moves the future to
+//! a task of its own ([`Spawn`]), as the caller reads the body at their own pace. Once on
+//! a task, a future stays there, and the task tells the pool when the connection ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Wake;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Pool;
+use crate::origin::Origin;
+
+/// hyper's connection future.
+pub(crate) type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// Wraps a connection's future so that its end is recorded however it comes: the
+/// future finishing on its task, or dropped parked with its connection.
+pub(super) fn record_end<B: Send + 'static>(
+    driver: Driver,
+    pool: Weak<Pool<B>>,
+    origin: Origin,
+) -> Driver {
+    let ended = Ended {
+        pool,
+        origin,
+        opened_at: Instant::now(),
+    };
+    Box::pin(async move {
+        let _ended = ended;
+        driver.await
+    })
+}
+
+struct Ended<B> {
+    pool: Weak<Pool<B>>,
+    origin: Origin,
+    opened_at: Instant,
+}
+
+impl<B> Drop for Ended<B> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.record_connection_closed(&self.origin, self.opened_at);
+        }
+    }
+}
+
+/// Connections whose parked future was woken while idle, for the reaper to move to a
+/// task of their own. Shared by the pool and every connection's [`Watch`].
+pub(super) struct Woken {
+    conns: Mutex<Vec<(Origin, u64)>>,
+    reaper: Arc<Notify>,
+}
+
+impl Woken {
+    pub(super) fn new(reaper: Arc<Notify>) -> Woken {
+        Woken {
+            conns: Mutex::new(Vec::new()),
+            reaper,
+        }
+    }
+
+    /// The connections woken since the last call.
+    pub(super) fn take(&self) -> Vec<(Origin, u64)> {
+        std::mem::take(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// One connection's waker while its future is parked and idle, and the flag a task
+/// sets if it is dropped before the future finished. One allocation per connection.
+pub(super) struct Watch {
+    id: u64,
+    origin: Origin,
+    /// A request has the connection and polls the future itself: wake-ups that still
+    /// reach this waker (registered at the last check-in) are stale.
+    in_use: AtomicBool,
+    /// Set when the future's task was dropped unfinished (its runtime shut down): the
+    /// connection then reads as closed, but the server did nothing.
+    task_gone: AtomicBool,
+    /// When the watch was woken while the connection was idle and parked.
+    woken_at: Mutex<Option<Instant>>,
+    woken: Weak<Woken>,
+}
+
+impl Watch {
+    pub(super) fn new(id: u64, origin: Origin, woken: Weak<Woken>) -> Watch {
+        Watch {
+            id,
+            origin,
+            in_use: AtomicBool::new(true),
+            task_gone: AtomicBool::new(false),
+            woken_at: Mutex::new(None),
+            woken,
+        }
+    }
+
+    /// A request takes the connection: from now on its task polls the future.
+    pub(super) fn in_use(&self) {
+        self.in_use.store(true, Ordering::Release);
+    }
+
+    /// The connection goes back to the pool, parked, with this watch as the waker.
+    pub(super) fn parked(&self) {
+        *self.lock_woken_at() = None;
+        self.in_use.store(false, Ordering::Release);
+    }
+
+    /// When the watch was woken since the connection was parked, if it was.
+    pub(super) fn woken_at(&self) -> Option<Instant> {
+        *self.lock_woken_at()
+    }
+
+    fn lock_woken_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.woken_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn task_gone(&self) -> bool {
+        self.task_gone.load(Ordering::Relaxed)
+    }
+}
+
+impl Wake for Watch {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.in_use.load(Ordering::Acquire) {
+            return;
+        }
+        // Runs wherever the runtime's IO driver runs: only a note, a push and a
+        // notification; the reaper does the rest on a task.
+        self.lock_woken_at().get_or_insert_with(Instant::now);
+        if let Some(woken) = self.woken.upgrade() {
+            woken
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((self.origin.clone(), self.id));
+            woken.reaper.notify_one();
+        }
+    }
+}
+
+/// A connection's future on its way to a task of its own; spawned outside the pool's
+/// lock (see the locking rule in [`pool`](super)).
+pub(super) struct Spawn<B> {
+    pub(super) driver: Driver,
+    pub(super) pool: Option<Weak<Pool<B>>>,
+    pub(super) origin: Origin,
+    pub(super) id: u64,
+    pub(super) watch: Arc<Watch>,
+}
+
+impl<B: Send + 'static> Spawn<B> {
+    pub(super) fn spawn(self) {
+        let Spawn {
+            driver,
+            pool,
+            origin,
+            id,
+            watch,
+        } = self;
+        let unfinished = TaskGone(Some(watch));
+        tokio::spawn(async move {
+            if let Err(error) = driver.await {
+                tracing::debug!(origin = %origin, conn = id, %error, "connection ended with an error");
+            }
+            unfinished.finished();
+            if let Some(pool) = pool.and_then(|pool| pool.upgrade()) {
+                pool.connection_ended(&origin, id);
+            }
+        });
+    }
+}
+
+/// Marks a connection's task as gone if it is dropped before hyper's connection future
+/// finished: the only way that happens is its runtime shutting down.
+struct TaskGone(Option<Arc<Watch>>);
+
+impl TaskGone {
+    /// The connection future ran to its end: nothing to mark.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TaskGone {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.take() {
+            watch.task_gone.store(true, Ordering::Relaxed);
+        }
+    }
+}
