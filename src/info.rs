@@ -124,8 +124,8 @@ pub struct IdleCloses {
     /// Idle connections the client closed when their deadline passed (idle timeout,
     /// server hint, learned timeout or lifetime), before the server did.
     pub by_client: u64,
-    /// Idle connections the server closed first: found closed by the connection task
-    /// or the pre-reuse check, or met closing by a request on a reused connection.
+    /// Idle connections the server closed first: seen closing while idle, found closed
+    /// by the pre-reuse check, or met closing by a request on a reused connection.
     pub by_server: u64,
     /// The shortest time a connection had been idle when the server closed it: an
     /// upper bound of the server's keep-alive. `None` until the server closes one.
@@ -194,7 +194,7 @@ pub struct Evictions {
     /// Closed to make room at `max_connections_per_origin` for a resend that needs a
     /// fresh connection: the least recently used idle connection of the origin goes.
     pub connection_limit: u64,
-    /// Found idle with its connection task gone because the tokio runtime it ran on
+    /// Found idle and unusable because the tokio runtime its socket was registered with
     /// was shut down (a client kept across runtimes, as in a `static`). Not counted as
     /// closed by the server, and not learned from.
     pub task_gone: u64,

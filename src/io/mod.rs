@@ -1,4 +1,4 @@
-//! The IO the pool sees: a socket shared between hyper's connection task and the pool,
+//! The IO the pool sees: a socket shared between hyper's connection and the pool,
 //! the bytes that crossed it, and a look at it before reuse.
 //!
 //! In the flow of one request this is the bottom of the transport: a connector

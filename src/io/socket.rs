@@ -1,5 +1,5 @@
 //! [`SocketIo`], the one socket wrapper under [`TcpIo`](super::TcpIo) and
-//! [`UnixIo`](super::UnixIo): a tokio stream shared between hyper's connection task and
+//! [`UnixIo`](super::UnixIo): a tokio stream shared between hyper's connection and
 //! the pool, counting the bytes that cross it, and [`SocketHandle`], the pool's handle.
 //!
 //! Sharing matters for two reasons. The pool peeks at an idle connection's socket

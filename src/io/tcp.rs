@@ -1,5 +1,5 @@
 //! [`TcpIo`], the IO the built-in connector produces: a tokio `TcpStream` shared
-//! between hyper's connection task and the pool, counting the bytes that cross it.
+//! between hyper's connection and the pool, counting the bytes that cross it.
 
 use std::fmt;
 use std::net::SocketAddr;

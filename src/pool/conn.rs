@@ -71,7 +71,8 @@ pub(crate) struct Conn<B> {
 }
 
 impl<B> Conn<B> {
-    /// Whether hyper's connection task was dropped unfinished, with its runtime.
+    /// Whether the task running hyper's connection future was dropped unfinished,
+    /// with its runtime.
     pub(crate) fn task_gone(&self) -> bool {
         self.watch.task_gone()
     }

@@ -2,8 +2,9 @@
 //!
 //! Most servers send no `Keep-Alive` hint, yet close idle connections on a timer
 //! (uvicorn 5 s, gunicorn 2 s, nginx 75 s, Go's `IdleTimeout`). Each time the pool sees
-//! a server close an idle connection (hyper's connection task ends while the
-//! connection is idle, the pre-reuse check finds a FIN, RST or stray bytes, or a
+//! a server close an idle connection (the socket of an idle connection wakes its
+//! parked connection future, or that future's task ends, the pre-reuse check finds a
+//! FIN, RST or stray bytes, or a
 //! request fails on a stale reused connection), it records how long the connection had
 //! been idle. Per origin it keeps the last [`OBSERVATIONS`] such durations; a close
 //! after less than `keep_alive_margin` is not kept, as nothing could be done about it

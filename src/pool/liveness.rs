@@ -1,7 +1,8 @@
 //! The look before reuse: one non-blocking peek at an idle connection's socket.
 //!
-//! hyper's connection task notices a FIN only when it next runs. Between the FIN's
-//! arrival and that moment the kernel already knows the connection is closing, and a
+//! The pool hears of a FIN on an idle connection only when the runtime's IO driver
+//! next polls the socket. Between the FIN's arrival and that moment the kernel already
+//! knows the connection is closing, and a
 //! `recv(MSG_PEEK)` that would block proves it is not. A FIN (0 bytes), an error (a
 //! RST) or any byte at all (a server must not speak first on an idle HTTP/1.1
 //! connection; a `408` before closing is the usual case) means the connection must not

@@ -40,7 +40,7 @@ pub(crate) enum Evict {
     Cancelled,
     /// Closed to open a fresh connection in its place at `max_connections_per_origin`.
     ConnectionLimit,
-    /// Found idle with its connection task gone: the runtime it ran on was shut down.
+    /// Found idle and unusable: the runtime its socket was registered with shut down.
     TaskGone,
 }
 
@@ -65,7 +65,7 @@ impl Evict {
             Evict::ConnectionLimit => {
                 "max connections per origin: making room for a fresh connection"
             }
-            Evict::TaskGone => "connection task gone with its runtime",
+            Evict::TaskGone => "its runtime shut down",
         }
     }
 }
