@@ -21,7 +21,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::TrySendError;
 use tokio::time::Instant;
 
-use super::driver::{self, Driver, Spawn, Watch};
+use super::driver::{Driver, Spawn, Watch};
 use super::{deadline, Checkout, Evict, Pool, Slot};
 use crate::error::{Error, Kind};
 use crate::header;
@@ -239,8 +239,6 @@ impl<B: Send + 'static> Conn<B> {
         Some(Spawn {
             driver,
             pool: self.slot.pool().map(|pool| Arc::downgrade(&pool)),
-            origin: self.origin().clone(),
-            id: self.id,
             watch: Arc::clone(&self.watch),
         })
     }
@@ -273,8 +271,12 @@ impl<B: Send + 'static> Pool<B> {
         let Connected { tx, socket, driver } = connected?;
         let id = next_connection_id();
         self.record_opened(origin);
-        let driver = driver::record_end(driver, Arc::downgrade(self), origin.clone());
-        let watch = Arc::new(Watch::new(id, origin.clone(), Arc::downgrade(&self.woken)));
+        let watch = Arc::new(Watch::new(
+            id,
+            origin.clone(),
+            Arc::downgrade(&self.woken),
+            Arc::downgrade(&self.counters),
+        ));
         let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
         tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
         let now = Instant::now();
@@ -331,7 +333,7 @@ pub(super) mod tests {
             .expect("an HTTP/1 handshake only sets up state, it does no IO");
         let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
             .expect("an http URI with a host is an origin");
-        let watch = Arc::new(Watch::new(1, origin.clone(), Weak::new()));
+        let watch = Arc::new(Watch::new(1, origin.clone(), Weak::new(), Weak::new()));
         Conn::new(tx, 1, None, expires, None, watch, Slot::detached(origin))
     }
 

@@ -33,46 +33,15 @@ use std::task::Wake;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::stats::Counters;
 use super::Pool;
 use crate::origin::Origin;
 
 /// hyper's connection future.
 pub(crate) type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
-/// Wraps a connection's future so that its end is recorded however it comes: the
-/// future finishing on its task, or dropped parked with its connection.
-pub(super) fn record_end<B: Send + 'static>(
-    driver: Driver,
-    pool: Weak<Pool<B>>,
-    origin: Origin,
-) -> Driver {
-    let ended = Ended {
-        pool,
-        origin,
-        opened_at: Instant::now(),
-    };
-    Box::pin(async move {
-        let _ended = ended;
-        driver.await
-    })
-}
-
-struct Ended<B> {
-    pool: Weak<Pool<B>>,
-    origin: Origin,
-    opened_at: Instant,
-}
-
-impl<B> Drop for Ended<B> {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.record_connection_closed(&self.origin, self.opened_at);
-        }
-    }
-}
-
-/// Connections whose parked future was woken while idle, for the reaper to move to a
-/// task of their own. Shared by the pool and every connection's [`Watch`].
+/// Idle connections whose parked future was woken, for the reaper to look at and close
+/// (see the module docs). Shared by the pool and every connection's [`Watch`].
 pub(super) struct Woken {
     conns: Mutex<Vec<(Origin, u64)>>,
     reaper: Arc<Notify>,
@@ -93,7 +62,8 @@ impl Woken {
 }
 
 /// One connection's waker while its future is parked and idle, and the flag a task
-/// sets if it is dropped before the future finished. One allocation per connection.
+/// sets if it is dropped before the future finished. One allocation per connection,
+/// shared with that task if the future moves to one.
 pub(super) struct Watch {
     id: u64,
     origin: Origin,
@@ -106,10 +76,19 @@ pub(super) struct Watch {
     /// When the watch was woken while the connection was idle and parked.
     woken_at: Mutex<Option<Instant>>,
     woken: Weak<Woken>,
+    /// The last owner of the watch goes when the connection has ended, wherever its
+    /// future was (parked, or on a task): that is when its lifetime is recorded.
+    opened_at: Instant,
+    counters: Weak<Counters>,
 }
 
 impl Watch {
-    pub(super) fn new(id: u64, origin: Origin, woken: Weak<Woken>) -> Watch {
+    pub(super) fn new(
+        id: u64,
+        origin: Origin,
+        woken: Weak<Woken>,
+        counters: Weak<Counters>,
+    ) -> Watch {
         Watch {
             id,
             origin,
@@ -117,6 +96,8 @@ impl Watch {
             task_gone: AtomicBool::new(false),
             woken_at: Mutex::new(None),
             woken,
+            opened_at: Instant::now(),
+            counters,
         }
     }
 
@@ -142,6 +123,14 @@ impl Watch {
 
     pub(super) fn task_gone(&self) -> bool {
         self.task_gone.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(counters) = self.counters.upgrade() {
+            counters.record_connection_closed(&self.origin, self.opened_at);
+        }
     }
 }
 
@@ -173,8 +162,8 @@ impl Wake for Watch {
 pub(super) struct Spawn<B> {
     pub(super) driver: Driver,
     pub(super) pool: Option<Weak<Pool<B>>>,
-    pub(super) origin: Origin,
-    pub(super) id: u64,
+    /// The connection's watch: its origin and id, and the flag to set if the task is
+    /// dropped unfinished.
     pub(super) watch: Arc<Watch>,
 }
 
@@ -183,18 +172,16 @@ impl<B: Send + 'static> Spawn<B> {
         let Spawn {
             driver,
             pool,
-            origin,
-            id,
             watch,
         } = self;
-        let unfinished = TaskGone(Some(watch));
+        let unfinished = TaskGone(Some(Arc::clone(&watch)));
         tokio::spawn(async move {
             if let Err(error) = driver.await {
-                tracing::debug!(origin = %origin, conn = id, %error, "connection ended with an error");
+                tracing::debug!(origin = %watch.origin, conn = watch.id, %error, "connection ended with an error");
             }
             unfinished.finished();
             if let Some(pool) = pool.and_then(|pool| pool.upgrade()) {
-                pool.connection_ended(&origin, id);
+                pool.connection_ended(&watch.origin, watch.id);
             }
         });
     }

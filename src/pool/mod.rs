@@ -67,7 +67,7 @@ pub(crate) struct Pool<B> {
     state: Mutex<State<B>>,
     config: PoolConfig,
     connect: ConnectFn<B>,
-    counters: stats::Counters,
+    counters: Arc<stats::Counters>,
     /// Wakes the reaper early: when an earlier deadline arrives, an idle connection's
     /// parked future is woken, or the pool drops.
     reaper_wake: Arc<Notify>,
@@ -153,7 +153,7 @@ impl<B: Send + 'static> Pool<B> {
             }),
             config,
             connect,
-            counters: stats::Counters::default(),
+            counters: Arc::default(),
             woken: Arc::new(driver::Woken::new(Arc::clone(&reaper_wake))),
             reaper_wake,
         })

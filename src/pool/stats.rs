@@ -90,6 +90,20 @@ pub(super) struct Counters {
     pub(super) origins: OriginRecords,
 }
 
+impl Counters {
+    /// Connection `opened_at` to `origin` has ended: with the `metrics` feature, its
+    /// lifetime goes to `http.client.connection.duration`.
+    pub(super) fn record_connection_closed(&self, origin: &Origin, opened_at: Instant) {
+        #[cfg(feature = "metrics")]
+        if let Some(record) = self.origins.get(origin) {
+            let open_for = Instant::now().saturating_duration_since(opened_at);
+            crate::metrics::record_connection_duration(&record.host, record.port, open_for);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (origin, opened_at);
+    }
+}
+
 impl Evict {
     /// Whether a close for this reason, of a connection that was idle, is the client
     /// closing first at the connection's deadline.
@@ -357,18 +371,6 @@ impl<B> Pool<B> {
                 idle_for.saturating_sub(margin).as_millis(),
             );
         }
-    }
-
-    /// Connection `opened_at` to `origin` has ended (its task is done): with the
-    /// `metrics` feature, its lifetime goes to `http.client.connection.duration`.
-    pub(super) fn record_connection_closed(&self, origin: &Origin, opened_at: Instant) {
-        #[cfg(feature = "metrics")]
-        if let Some(record) = self.counters.origins.get(origin) {
-            let open_for = Instant::now().saturating_duration_since(opened_at);
-            crate::metrics::record_connection_duration(&record.host, record.port, open_for);
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = (origin, opened_at);
     }
 
     /// Per-origin snapshots, sorted by origin.
