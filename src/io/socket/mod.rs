@@ -9,8 +9,9 @@
 //! got (nothing written, written with no response, response started), which is what
 //! decides whether it may be sent again.
 //!
-//! The socket is read either by hyper directly (hyper's [`Read`]) or by a layer such
-//! as TLS (tokio's [`AsyncRead`]). In the second case the socket's own byte count
+//! The socket is read either by hyper directly (hyper's [`Read`](hyper::rt::Read)) or
+//! by a layer such as TLS (tokio's [`AsyncRead`](tokio::io::AsyncRead)); the trait
+//! impls are in `traits`. In the second case the socket's own byte count
 //! says nothing about what reached hyper (a TLS `close_notify` is bytes on the socket
 //! and no response at all), so the layer ([`Wrapped`](super::Wrapped)) counts the
 //! plaintext it hands to hyper on the same handle, and that count is the one the
@@ -20,17 +21,19 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use hyper::rt::{Read, ReadBufCursor, Write};
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::info::SocketOptions;
+
+mod traits;
+
+pub(super) use traits::forward_io;
 
 /// The kernel socket under a connection.
 pub(super) enum Stream {
@@ -318,207 +321,3 @@ impl SocketIo {
         }
     }
 }
-
-// The one reviewed use of `unsafe` in the crate. hyper's read cursor and tokio's
-// `ReadBuf` only expose their uninitialized spare capacity through unsafe methods; the
-// safe alternative (`initialize_unfilled`) zeroes the whole read buffer on every
-// read, because hyper hands a fresh cursor to each call. This is the same thing
-// hyper-util's `TokioIo` and tokio's own streams do.
-#[allow(unsafe_code)]
-impl Read for SocketIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        // SAFETY: `recv` only writes initialized bytes into the slice and never
-        // de-initializes any, which is what `as_mut` requires of its caller.
-        let dst = unsafe { buf.as_mut() };
-        let n = ready!(self.poll_recv(cx, dst))?;
-        // SAFETY: `recv` returned `n`: the first `n` bytes were written.
-        unsafe { buf.advance(n) };
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[allow(unsafe_code)]
-impl AsyncRead for SocketIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        // SAFETY: `recv` only writes initialized bytes into the slice and never
-        // de-initializes any, which is what `unfilled_mut` requires of its caller.
-        let dst = unsafe { buf.unfilled_mut() };
-        let n = ready!(self.poll_recv(cx, dst))?;
-        // SAFETY: `recv` returned `n`: the first `n` unfilled bytes were written.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Write for SocketIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write(buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write_vectored(bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Writes go straight to the kernel; nothing is buffered here.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.shutdown_write())
-    }
-}
-
-impl AsyncWrite for SocketIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write(buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write_vectored(bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.shutdown_write())
-    }
-}
-
-/// Implements hyper's `Read`/`Write` and tokio's `AsyncRead`/`AsyncWrite` for a public
-/// newtype around [`SocketIo`] (a field named `io`) by forwarding to it.
-macro_rules! forward_io {
-    ($ty:ty) => {
-        impl hyper::rt::Read for $ty {
-            fn poll_read(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: hyper::rt::ReadBufCursor<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                hyper::rt::Read::poll_read(std::pin::Pin::new(&mut self.io), cx, buf)
-            }
-        }
-
-        impl hyper::rt::Write for $ty {
-            fn poll_write(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                hyper::rt::Write::poll_write(std::pin::Pin::new(&mut self.io), cx, buf)
-            }
-
-            fn poll_write_vectored(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                hyper::rt::Write::poll_write_vectored(std::pin::Pin::new(&mut self.io), cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                true
-            }
-
-            fn poll_flush(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                hyper::rt::Write::poll_flush(std::pin::Pin::new(&mut self.io), cx)
-            }
-
-            fn poll_shutdown(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                hyper::rt::Write::poll_shutdown(std::pin::Pin::new(&mut self.io), cx)
-            }
-        }
-
-        impl tokio::io::AsyncRead for $ty {
-            fn poll_read(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut tokio::io::ReadBuf<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.io), cx, buf)
-            }
-        }
-
-        impl tokio::io::AsyncWrite for $ty {
-            fn poll_write(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut self.io), cx, buf)
-            }
-
-            fn poll_write_vectored(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                tokio::io::AsyncWrite::poll_write_vectored(
-                    std::pin::Pin::new(&mut self.io),
-                    cx,
-                    bufs,
-                )
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                true
-            }
-
-            fn poll_flush(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut self.io), cx)
-            }
-
-            fn poll_shutdown(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.io), cx)
-            }
-        }
-    };
-}
-pub(super) use forward_io;
