@@ -14,21 +14,12 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
 
 use closefirst::{Client, OriginStats};
-use support::{ServerConfig, TestServer};
+use support::{request, ServerConfig, TestServer};
 
 type Body = Full<Bytes>;
 
 /// One snapshot of the recorder (taking one resets its values).
 type Snapshot = Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>;
-
-fn request(server: &TestServer, method: Method, id: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(server.url("/"))
-        .header("x-request-id", id)
-        .body(Full::new(Bytes::from_static(b"payload")))
-        .unwrap()
-}
 
 async fn send(client: &Client<Body>, req: Request<Body>) -> Result<(), closefirst::Error> {
     let resp = client.request(req).await?;

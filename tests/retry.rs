@@ -11,18 +11,9 @@ use http_body_util::{BodyExt, Full};
 
 use closefirst::retry::{Policy, ReplayBody, RetryLayer};
 use closefirst::{Client, ConnectionInfo, Error, Progress};
-use support::{ServerConfig, TestServer};
+use support::{request, ServerConfig, TestServer};
 
 type Body = Full<Bytes>;
-
-fn request(server: &TestServer, method: Method, id: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(server.url("/"))
-        .header("x-request-id", id)
-        .body(Full::new(Bytes::from_static(b"payload")))
-        .unwrap()
-}
 
 async fn send(client: &Client<Body>, req: Request<Body>) -> Result<ConnectionInfo, Error> {
     let resp = client.request(req).await?;

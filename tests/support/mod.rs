@@ -244,6 +244,23 @@ impl TestServer {
     }
 }
 
+/// A request of `method` to the server's `/`, tagged `x-request-id: id` (the server
+/// counts handler calls per id), with the body `payload`.
+pub fn request(
+    server: &TestServer,
+    method: http::Method,
+    id: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(server.url("/"))
+        .header("x-request-id", id)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"payload",
+        )))
+        .expect("a valid request")
+}
+
 /// Sends a GET for `url`, asserts a `200`, reads the body to its end, and returns the
 /// response's `ConnectionInfo` and the body as text.
 pub async fn get(

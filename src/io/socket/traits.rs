@@ -53,13 +53,14 @@ impl AsyncRead for SocketIo {
     }
 }
 
+// hyper's `Write` is tokio's `AsyncWrite` under another name: one set of bodies.
 impl Write for SocketIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write(buf))
+        AsyncWrite::poll_write(self, cx, buf)
     }
 
     fn poll_write_vectored(
@@ -67,20 +68,19 @@ impl Write for SocketIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |stream| stream.try_write_vectored(bufs))
+        AsyncWrite::poll_write_vectored(self, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        AsyncWrite::is_write_vectored(self)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Writes go straight to the kernel; nothing is buffered here.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.shutdown_write())
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(self, cx)
     }
 }
 
@@ -106,6 +106,7 @@ impl AsyncWrite for SocketIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the kernel; nothing is buffered here.
         Poll::Ready(Ok(()))
     }
 
