@@ -75,7 +75,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                 .map_err(|e| e.with_attempts(attempts))?;
             // Asked after a failure: did the caller's own body fail? hyper consumed the
             // request, so keep a handle that reads nothing.
-            let body = req.body().observer();
+            let body = req.body().recording();
             let mut conn = InFlight::new(pool, conn);
             conn.begin_request(req.headers());
             let before = conn.socket.as_ref().map(SocketHandle::mark);

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::policy::Attempted;
-use super::{AttemptsMade, FreshConnection, ReplayBody, Retrier, IDEMPOTENCY_KEY};
+use super::{AttemptsMade, FreshConnection, Recording, ReplayBody, Retrier, IDEMPOTENCY_KEY};
 use crate::body::Body;
 use crate::error::{Error, Progress};
 use crate::origin;
@@ -171,8 +171,8 @@ enum Mode<B> {
         head: Parts,
         /// The body the next attempt sends.
         body: Option<ReplayBody<B>>,
-        /// A copy of the body made before the attempt in flight, for the next one.
-        spare: Option<ReplayBody<B>>,
+        /// A handle on the body of the attempt in flight, to make the next attempt's copy.
+        spare: Option<Recording<B>>,
         /// The furthest any attempt got: a later attempt that fails sooner (a resend
         /// whose connect fails) must not make the request look as if it never reached
         /// the server.
@@ -224,7 +224,7 @@ impl<B: Body> Kept<B> {
                 let body = body
                     .take()
                     .expect("Ready is entered with a body: first from new(), then from a resend");
-                *spare = body.try_clone();
+                *spare = Some(body.recording());
                 let mut req = Request::new(body);
                 *req.method_mut() = head.method.clone();
                 *req.uri_mut() = head.uri.clone();
@@ -280,18 +280,22 @@ impl<B: Body> Kept<B> {
         let attempted = Attempted {
             method: &head.method,
             has_idempotency_key: self.has_idempotency_key,
-            body_replayable: spare.as_ref().is_some_and(ReplayBody::is_replayable),
-            body_failed: spare.as_ref().is_some_and(ReplayBody::has_failed),
+            body_replayable: spare.as_ref().is_some_and(Recording::is_replayable),
+            body_failed: spare.as_ref().is_some_and(Recording::has_failed),
             attempts: self.attempts,
         };
-        // `spare` is only `None` when the body was already past the cap, which the
-        // decision sees as `body_replayable == false` and refuses.
-        match spare {
-            Some(spare) if retrier.should_resend(&error, &attempted) => {
-                *body = Some(spare);
+        // The decision comes first, as it counts and logs a refusal. A body past its cap
+        // (or failed) has no copy to make, and the decision has seen that
+        // (`body_replayable == false`) and refused.
+        if !retrier.should_resend(&error, &attempted) {
+            return Err(error);
+        }
+        match spare.and_then(|spare| spare.replay()) {
+            Some(copy) => {
+                *body = Some(copy);
                 Ok(())
             }
-            _ => Err(error),
+            None => Err(error),
         }
     }
 

@@ -55,6 +55,7 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::Policy;
 pub(crate) use policy::Retrier;
+pub(crate) use replay::Recording;
 pub use replay::ReplayBody;
 pub use service::Retry;
 

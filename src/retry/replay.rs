@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -27,17 +28,64 @@ use crate::error::BoxError;
 /// truncated body that the server would take as complete.
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty from the start: nothing to share or record.
-    shared: Option<Arc<Mutex<Shared<B>>>>,
-    /// Index of the next recorded chunk this copy yields, or [`DONE`] once it has
-    /// yielded its trailers or its end.
     ///
-    /// Two words in all: hyper's request queue keeps 32 requests' worth of slots per
-    /// connection, so every byte here costs 32 for each pooled connection.
-    position: usize,
+    /// One word: hyper's request queue keeps 32 requests' worth of slots per
+    /// connection, so every byte here costs 32 for each pooled connection. That is why
+    /// a copy's position is not a field beside this pointer but sits behind it.
+    node: Option<Arc<Node<B>>>,
 }
 
-/// [`ReplayBody::position`] of a copy that has yielded everything.
+/// [`ReplayBody`]'s position of a copy that has yielded everything.
 const DONE: usize = usize::MAX;
+
+/// What a [`ReplayBody`] points to.
+enum Node<B> {
+    /// The body as first wrapped: the recording every copy shares, which also holds
+    /// this copy's position, so that the first attempt allocates nothing more.
+    First(Mutex<Shared<B>>),
+    /// A copy made later (a resend): its own position in the first copy's recording.
+    /// Only this copy moves it, under the recording's lock.
+    Again {
+        first: Arc<Node<B>>,
+        position: AtomicUsize,
+    },
+}
+
+impl<B> Node<B> {
+    fn shared(&self) -> &Mutex<Shared<B>> {
+        match self {
+            Node::First(shared) => shared,
+            Node::Again { first, .. } => first.shared(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        self.shared().lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node holding the recording (a copy of a copy shares the same first).
+    fn first(self: &Arc<Self>) -> Arc<Node<B>> {
+        match &**self {
+            Node::First(_) => Arc::clone(self),
+            Node::Again { first, .. } => Arc::clone(first),
+        }
+    }
+
+    /// This copy's index of the next recorded chunk it yields, or [`DONE`].
+    fn position(&self, shared: &Shared<B>) -> usize {
+        match self {
+            Node::First(_) => shared.first_position,
+            Node::Again { position, .. } => position.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_position(&self, shared: &mut Shared<B>, to: usize) {
+        match self {
+            Node::First(_) => shared.first_position = to,
+            Node::Again { position, .. } => position.store(to, Ordering::Relaxed),
+        }
+    }
+}
 
 struct Shared<B> {
     inner: Option<Pin<Box<B>>>,
@@ -53,6 +101,52 @@ struct Shared<B> {
     /// The wrapped body yielded an error: there is no whole body to send, ever.
     failed: bool,
     cap: usize,
+    /// The first copy's position (see [`Node::First`]).
+    first_position: usize,
+}
+
+impl<B> Shared<B> {
+    fn is_replayable(&self) -> bool {
+        !self.overflowed && !self.failed
+    }
+}
+
+/// A handle on a [`ReplayBody`]'s recording that reads nothing: kept beside an
+/// attempt in flight, to ask afterwards whether the body failed or can still be sent
+/// again, and to make the copy for a resend. Taking one costs a reference count, so
+/// an attempt that is never resent allocates nothing for it.
+pub(crate) struct Recording<B> {
+    first: Option<Arc<Node<B>>>,
+}
+
+impl<B> Recording<B> {
+    /// See [`ReplayBody::is_replayable`].
+    pub(crate) fn is_replayable(&self) -> bool {
+        self.first
+            .as_ref()
+            .map_or(true, |first| first.lock().is_replayable())
+    }
+
+    /// See [`ReplayBody::has_failed`].
+    pub(crate) fn has_failed(&self) -> bool {
+        self.first.as_ref().is_some_and(|first| first.lock().failed)
+    }
+
+    /// A copy that sends the body again from its start, or `None` when that is no
+    /// longer possible.
+    pub(crate) fn replay(&self) -> Option<ReplayBody<B>> {
+        if !self.is_replayable() {
+            return None;
+        }
+        Some(ReplayBody {
+            node: self.first.as_ref().map(|first| {
+                Arc::new(Node::Again {
+                    first: Arc::clone(first),
+                    position: AtomicUsize::new(0),
+                })
+            }),
+        })
+    }
 }
 
 impl<B: HttpBody> ReplayBody<B> {
@@ -60,8 +154,8 @@ impl<B: HttpBody> ReplayBody<B> {
     pub fn new(body: B, cap: usize) -> Self {
         let size_hint = body.size_hint();
         let empty = body.is_end_stream();
-        let shared = (!empty).then(|| {
-            Arc::new(Mutex::new(Shared {
+        let node = (!empty).then(|| {
+            Arc::new(Node::First(Mutex::new(Shared {
                 inner: Some(Box::pin(body)),
                 recorded: VecDeque::new(),
                 recorded_bytes: 0,
@@ -71,12 +165,10 @@ impl<B: HttpBody> ReplayBody<B> {
                 overflowed: false,
                 failed: false,
                 cap,
-            }))
+                first_position: 0,
+            })))
         });
-        ReplayBody {
-            shared,
-            position: 0,
-        }
+        ReplayBody { node }
     }
 }
 
@@ -84,11 +176,8 @@ impl<B: HttpBody> ReplayBody<B> {
     /// Wraps `body` without keeping anything: it is sent once and cannot be replayed.
     pub(crate) fn passthrough(body: B) -> Self {
         let body = ReplayBody::new(body, 0);
-        if let Some(shared) = &body.shared {
-            shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .overflowed = true;
+        if let Some(node) = &body.node {
+            node.lock().overflowed = true;
         }
         body
     }
@@ -98,38 +187,28 @@ impl<B> ReplayBody<B> {
     /// A copy that sends the body again from its start, or `None` when that is no
     /// longer possible (more than the cap was read).
     pub fn try_clone(&self) -> Option<Self> {
-        if !self.is_replayable() {
-            return None;
-        }
-        Some(ReplayBody {
-            shared: self.shared.clone(),
-            position: 0,
-        })
+        self.recording().replay()
     }
 
     /// Whether [`try_clone`](ReplayBody::try_clone) would succeed: false once more than
     /// the cap was read, or once the wrapped body has failed.
     pub fn is_replayable(&self) -> bool {
-        self.shared.as_ref().map_or(true, |shared| {
-            let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            !shared.overflowed && !shared.failed
-        })
+        self.node
+            .as_ref()
+            .map_or(true, |node| node.lock().is_replayable())
     }
 
-    /// A copy that yields nothing and reads nothing, kept to ask
-    /// [`has_failed`](ReplayBody::has_failed) after the body was handed to hyper.
-    pub(crate) fn observer(&self) -> Self {
-        ReplayBody {
-            shared: self.shared.clone(),
-            position: DONE,
+    /// A handle that reads nothing, kept to ask about the body after it was handed to
+    /// hyper, and to make the copy for a resend.
+    pub(crate) fn recording(&self) -> Recording<B> {
+        Recording {
+            first: self.node.as_ref().map(Node::first),
         }
     }
 
     /// Whether the wrapped body yielded an error (on any copy).
     pub fn has_failed(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_some_and(|shared| shared.lock().unwrap_or_else(PoisonError::into_inner).failed)
+        self.node.as_ref().is_some_and(|node| node.lock().failed)
     }
 }
 
@@ -142,24 +221,28 @@ where
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let Some(shared) = this.shared.as_ref().filter(|_| this.position != DONE) else {
+        let Some(node) = self.node.as_ref() else {
             return Poll::Ready(None);
         };
-        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = node.lock();
+        let position = node.position(&shared);
+        if position == DONE {
+            return Poll::Ready(None);
+        }
         if shared.failed {
-            this.position = DONE;
+            node.set_position(&mut shared, DONE);
             return Poll::Ready(Some(Err(BodyFailedEarlier.into())));
         }
-        if let Some(chunk) = shared.recorded.get(this.position) {
-            this.position += 1;
-            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+        if let Some(chunk) = shared.recorded.get(position) {
+            let chunk = chunk.clone();
+            node.set_position(&mut shared, position + 1);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if shared.ended {
-            this.position = DONE;
+            node.set_position(&mut shared, DONE);
             return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
         let Some(inner) = shared.inner.as_mut() else {
@@ -170,7 +253,7 @@ where
             Poll::Ready(None) => {
                 shared.ended = true;
                 shared.inner = None;
-                this.position = DONE;
+                node.set_position(&mut shared, DONE);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -178,7 +261,7 @@ where
                 shared.failed = true;
                 shared.inner = None;
                 shared.recorded.clear();
-                this.position = DONE;
+                node.set_position(&mut shared, DONE);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -188,7 +271,7 @@ where
                         if shared.recorded_bytes + chunk.len() <= shared.cap {
                             shared.recorded_bytes += chunk.len();
                             shared.recorded.push_back(chunk.clone());
-                            this.position += 1;
+                            node.set_position(&mut shared, position + 1);
                         } else {
                             shared.overflowed = true;
                             shared.recorded.clear();
@@ -201,7 +284,7 @@ where
                         shared.trailers = Some(trailers.clone());
                         shared.ended = true;
                         shared.inner = None;
-                        this.position = DONE;
+                        node.set_position(&mut shared, DONE);
                         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
                     // Neither data nor trailers: a frame kind this crate does not know.
@@ -212,17 +295,14 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared.is_none() || self.position == DONE
+        self.node
+            .as_ref()
+            .map_or(true, |node| node.position(&node.lock()) == DONE)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.shared {
-            Some(shared) => {
-                shared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .size_hint
-            }
+        match &self.node {
+            Some(node) => node.lock().size_hint,
             None => SizeHint::with_exact(0),
         }
     }
@@ -243,7 +323,6 @@ impl std::error::Error for BodyFailedEarlier {}
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayBody")
-            .field("position", &self.position)
             .field("replayable", &self.is_replayable())
             .finish()
     }
@@ -361,13 +440,46 @@ mod tests {
         assert!(replay.is_err(), "a replay of a failed body must fail");
     }
 
+    #[tokio::test]
+    async fn copies_read_at_their_own_positions_even_interleaved() {
+        let frames = Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::data(Bytes::from_static(b"ef")),
+        ]));
+        let mut first = ReplayBody::new(frames, 64);
+        let recording = first.recording();
+        let data = |frame: Option<Result<Frame<Bytes>, BoxError>>| {
+            frame
+                .expect("a frame")
+                .expect("no error")
+                .into_data()
+                .expect("data")
+        };
+        assert_eq!(data(first.frame().await), "ab");
+        // A resend's copy starts while the first copy (say, still inside hyper) has not
+        // been dropped: neither may take the other's chunks.
+        let mut again = recording.replay().expect("within the cap");
+        assert_eq!(data(again.frame().await), "ab");
+        assert_eq!(data(again.frame().await), "cd");
+        assert_eq!(data(first.frame().await), "cd");
+        assert_eq!(data(first.frame().await), "ef");
+        assert_eq!(data(again.frame().await), "ef");
+        assert!(again.frame().await.is_none());
+        assert!(first.frame().await.is_none());
+        assert!(first.is_end_stream() && again.is_end_stream());
+        // And a third copy still replays the whole body.
+        let third = recording.replay().expect("within the cap");
+        assert_eq!(collect(third).await, "abcdef");
+    }
+
     #[test]
-    fn a_replay_body_is_two_words() {
+    fn a_replay_body_is_one_word() {
         // hyper's request queue keeps 32 request slots per connection: each byte here
         // is 32 bytes of every pooled connection.
         assert_eq!(
             std::mem::size_of::<ReplayBody<http_body_util::Empty<Bytes>>>(),
-            2 * std::mem::size_of::<usize>()
+            std::mem::size_of::<usize>()
         );
     }
 
