@@ -1,25 +1,24 @@
 //! Feature `metrics`: after a scripted sequence on real sockets (open, reuse, evict by
 //! several reasons, resend, refuse), `closefirst::metrics::publish` sets the documented
-//! names to the right values in metrics-util's in-memory recorder.
+//! names to the right values in an in-memory recorder (`tests/support/recorder.rs`).
 
 mod support;
+
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use metrics::{SharedString, Unit};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use metrics_util::{CompositeKey, MetricKind};
+use metrics::Unit;
 
 use closefirst::{Client, OriginStats};
+use recorder::{Kind, TestRecorder, Value};
 use support::{request, ServerConfig, TestServer};
 
 type Body = Full<Bytes>;
-
-/// One snapshot of the recorder (taking one resets its values).
-type Snapshot = Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>;
 
 async fn send(client: &Client<Body>, req: Request<Body>) -> Result<(), closefirst::Error> {
     let resp = client.request(req).await?;
@@ -70,46 +69,27 @@ fn with<'a>(port: &'a str, key: &'static str, value: &'static str) -> Vec<(&'sta
 }
 
 /// The value published under `name` with exactly `labels`.
-fn value<'a>(
-    snapshot: &'a Snapshot,
-    kind: MetricKind,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a DebugValue> {
-    let mut wanted: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    wanted.sort();
-    snapshot.iter().find_map(|(key, _, _, value)| {
-        let mut have: Vec<(String, String)> = key
-            .key()
-            .labels()
-            .map(|l| (l.key().to_owned(), l.value().to_owned()))
-            .collect();
-        have.sort();
-        (key.kind() == kind && key.key().name() == name && have == wanted).then_some(value)
-    })
+fn value(s: &TestRecorder, kind: Kind, name: &str, labels: &[(&str, &str)]) -> Option<Value> {
+    s.value(kind, name, labels)
 }
 
-fn counter(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> u64 {
-    match value(s, MetricKind::Counter, name, labels) {
-        Some(DebugValue::Counter(n)) => *n,
+fn counter(s: &TestRecorder, name: &str, labels: &[(&str, &str)]) -> u64 {
+    match value(s, Kind::Counter, name, labels) {
+        Some(Value::Counter(n)) => n,
         other => panic!("{name} {labels:?}: {other:?}"),
     }
 }
 
-fn gauge(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
-    match value(s, MetricKind::Gauge, name, labels) {
-        Some(DebugValue::Gauge(v)) => v.into_inner(),
+fn gauge(s: &TestRecorder, name: &str, labels: &[(&str, &str)]) -> f64 {
+    match value(s, Kind::Gauge, name, labels) {
+        Some(Value::Gauge(v)) => v,
         other => panic!("{name} {labels:?}: {other:?}"),
     }
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let recorder = TestRecorder::default();
     // This thread's recorder: the connection tasks run on it too (current-thread
     // runtime), so the connection durations they record land here.
     let _recorder = metrics::set_default_local_recorder(&recorder);
@@ -178,13 +158,8 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
 
     closefirst::metrics::describe();
     closefirst::metrics::publish(&client);
-    let snapshot = snapshotter.snapshot().into_vec();
-    let s = &snapshot;
-    let unit_of = |name: &str| {
-        s.iter()
-            .find(|(key, ..)| key.key().name() == name)
-            .and_then(|(_, unit, description, _)| description.as_ref().and(*unit))
-    };
+    let s = &recorder;
+    let unit_of = |name: &str| s.unit(name);
     assert_eq!(
         unit_of("http.client.connection.duration"),
         Some(Unit::Seconds)
@@ -270,7 +245,7 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
     );
     assert!(value(
         s,
-        MetricKind::Gauge,
+        Kind::Gauge,
         "closefirst.pool.server_close_shortest_idle",
         &plain_at
     )
@@ -300,16 +275,14 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
     // its second request.
     match value(
         s,
-        MetricKind::Histogram,
+        Kind::Histogram,
         "http.client.connection.duration",
         &plain_at,
     ) {
-        Some(DebugValue::Histogram(seconds)) => {
+        Some(Value::Histogram(seconds)) => {
             assert!(!seconds.is_empty());
             assert!(
-                seconds
-                    .iter()
-                    .all(|v| (0.0..10.0).contains(&v.into_inner())),
+                seconds.iter().all(|v| (0.0..10.0).contains(v)),
                 "{seconds:?}"
             );
         }
