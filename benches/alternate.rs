@@ -422,20 +422,7 @@ fn report(case: &Case, target: &Target, clients: &[Measured], opened_in_warm_up:
 
 /// The eviction counts that are not zero, or `none`.
 fn evictions(e: &closefirst::Evictions) -> String {
-    let counts = [
-        ("idle_timeout", e.idle_timeout),
-        ("server_hint", e.server_hint),
-        ("lifetime", e.lifetime),
-        ("max_requests", e.max_requests),
-        ("connection_close", e.connection_close),
-        ("closed_by_server", e.closed_by_server),
-        ("idle_list_full", e.idle_list_full),
-        ("learned_timeout", e.learned_timeout),
-        ("cancelled", e.cancelled),
-        ("connection_limit", e.connection_limit),
-        ("task_gone", e.task_gone),
-    ];
-    let nonzero: Vec<String> = counts
+    let nonzero: Vec<String> = e
         .iter()
         .filter(|(_, n)| *n > 0)
         .map(|(what, n)| format!("{what} {n}"))

@@ -164,6 +164,39 @@ pub struct Refusals {
     pub body_failed: u64,
 }
 
+impl Refusals {
+    /// The sum of all reasons.
+    pub fn total(&self) -> u64 {
+        self.iter()
+            .fold(0, |sum, (_, count)| sum.saturating_add(count))
+    }
+
+    /// Each reason, named as its field is, with its count, in the order the fields are
+    /// declared: for exporters and logs, so that none is left out.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        // Destructured without `..`, so that a new reason cannot be left out here.
+        let Refusals {
+            not_idempotent,
+            body_too_large,
+            budget_exhausted,
+            response_started,
+            fresh_connection,
+            attempts_exhausted,
+            body_failed,
+        } = *self;
+        [
+            ("not_idempotent", not_idempotent),
+            ("body_too_large", body_too_large),
+            ("budget_exhausted", budget_exhausted),
+            ("response_started", response_started),
+            ("fresh_connection", fresh_connection),
+            ("attempts_exhausted", attempts_exhausted),
+            ("body_failed", body_failed),
+        ]
+        .into_iter()
+    }
+}
+
 /// Connections the pool closed or dropped, counted by reason. See [`PoolStats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -203,17 +236,41 @@ pub struct Evictions {
 impl Evictions {
     /// The sum of all reasons.
     pub fn total(&self) -> u64 {
-        self.idle_timeout
-            + self.server_hint
-            + self.lifetime
-            + self.max_requests
-            + self.connection_close
-            + self.closed_by_server
-            + self.idle_list_full
-            + self.learned_timeout
-            + self.cancelled
-            + self.connection_limit
-            + self.task_gone
+        self.iter()
+            .fold(0, |sum, (_, count)| sum.saturating_add(count))
+    }
+
+    /// Each reason, named as its field is, with its count, in the order the fields are
+    /// declared: for exporters and logs, so that none is left out.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        // Destructured without `..`, so that a new reason cannot be left out here.
+        let Evictions {
+            idle_timeout,
+            server_hint,
+            lifetime,
+            max_requests,
+            connection_close,
+            closed_by_server,
+            idle_list_full,
+            learned_timeout,
+            cancelled,
+            connection_limit,
+            task_gone,
+        } = *self;
+        [
+            ("idle_timeout", idle_timeout),
+            ("server_hint", server_hint),
+            ("lifetime", lifetime),
+            ("max_requests", max_requests),
+            ("connection_close", connection_close),
+            ("closed_by_server", closed_by_server),
+            ("idle_list_full", idle_list_full),
+            ("learned_timeout", learned_timeout),
+            ("cancelled", cancelled),
+            ("connection_limit", connection_limit),
+            ("task_gone", task_gone),
+        ]
+        .into_iter()
     }
 }
 
@@ -237,4 +294,37 @@ pub struct SocketOptions {
     /// `TCP_USER_TIMEOUT` (Linux). `None` when it is not set (the kernel's own
     /// retransmission limits apply) or the platform has no such option.
     pub user_timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_named_once_and_counted_in_the_total() {
+        let e = Evictions {
+            closed_by_server: 3,
+            task_gone: u64::MAX,
+            ..Evictions::default()
+        };
+        let names: std::collections::HashSet<_> = e.iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), e.iter().count());
+        assert_eq!(
+            e.iter().find(|(n, _)| *n == "closed_by_server"),
+            Some(("closed_by_server", 3))
+        );
+        assert_eq!(e.total(), u64::MAX, "the total saturates");
+        let r = Refusals {
+            body_failed: 2,
+            not_idempotent: 5,
+            ..Refusals::default()
+        };
+        let names: std::collections::HashSet<_> = r.iter().map(|(name, _)| name).collect();
+        assert_eq!(names.len(), r.iter().count());
+        assert_eq!(
+            r.iter().find(|(n, _)| *n == "body_failed"),
+            Some(("body_failed", 2))
+        );
+        assert_eq!(r.total(), 7);
+    }
 }

@@ -49,9 +49,9 @@
 //! | `closefirst.client.resends` | counter | requests | `closefirst.resend.class` = `not_written` / `written_no_response` |
 //! | `closefirst.client.refusals` | counter | requests | `closefirst.refusal.reason` |
 //!
-//! Eviction reasons are the field names of [`Evictions`]
+//! Eviction reasons are the names [`Evictions::iter`](crate::Evictions::iter) gives
 //! (`idle_timeout`, `server_hint`, `learned_timeout`, `closed_by_server`, …), refusal
-//! reasons those of [`Refusals`]. `closefirst.pool.server_closed_first`
+//! reasons those of [`Refusals::iter`](crate::Refusals::iter). `closefirst.pool.server_closed_first`
 //! above zero is the live parity violation (see [`IdleCloses`](crate::IdleCloses)).
 
 use std::time::Duration;
@@ -62,7 +62,7 @@ use metrics::{
 
 use crate::body::Body;
 use crate::client::Client;
-use crate::info::{Evictions, OriginStats, Refusals};
+use crate::info::OriginStats;
 
 const SERVER_ADDRESS: &str = "server.address";
 const SERVER_PORT: &str = "server.port";
@@ -145,7 +145,7 @@ pub fn publish<B: Body>(client: &Client<B>) {
     for (class, value) in resends {
         counter!("closefirst.client.resends", "closefirst.resend.class" => class).absolute(value);
     }
-    for (reason, value) in refusals(&stats.refusals) {
+    for (reason, value) in stats.refusals.iter() {
         counter!("closefirst.client.refusals", "closefirst.refusal.reason" => reason)
             .absolute(value);
     }
@@ -174,7 +174,7 @@ fn publish_origin(origin: &OriginStats) {
     counter!("closefirst.pool.connections_opened", server.clone())
         .absolute(origin.connections_opened);
     gauge!("closefirst.pool.waiting_requests", server.clone()).set(origin.waiting as f64);
-    for (reason, value) in evictions(&origin.evictions) {
+    for (reason, value) in origin.evictions.iter() {
         counter!(
             "closefirst.pool.evictions",
             with("closefirst.eviction.reason", reason)
@@ -202,69 +202,4 @@ fn server_labels(host: &str, port: u16) -> Vec<Label> {
         Label::new(SERVER_ADDRESS, host.to_owned()),
         Label::new(SERVER_PORT, port.to_string()),
     ]
-}
-
-fn evictions(e: &Evictions) -> [(&'static str, u64); 11] {
-    [
-        ("idle_timeout", e.idle_timeout),
-        ("server_hint", e.server_hint),
-        ("lifetime", e.lifetime),
-        ("max_requests", e.max_requests),
-        ("connection_close", e.connection_close),
-        ("closed_by_server", e.closed_by_server),
-        ("idle_list_full", e.idle_list_full),
-        ("learned_timeout", e.learned_timeout),
-        ("cancelled", e.cancelled),
-        ("connection_limit", e.connection_limit),
-        ("task_gone", e.task_gone),
-    ]
-}
-
-fn refusals(r: &Refusals) -> [(&'static str, u64); 7] {
-    [
-        ("not_idempotent", r.not_idempotent),
-        ("body_too_large", r.body_too_large),
-        ("budget_exhausted", r.budget_exhausted),
-        ("response_started", r.response_started),
-        ("fresh_connection", r.fresh_connection),
-        ("attempts_exhausted", r.attempts_exhausted),
-        ("body_failed", r.body_failed),
-    ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A new field of `Evictions` or `Refusals` must get a label here: the sums catch
-    /// one that is left out, as every field is set to a distinct power of two.
-    #[test]
-    fn every_reason_has_a_label() {
-        let e = Evictions {
-            idle_timeout: 1,
-            server_hint: 2,
-            lifetime: 4,
-            max_requests: 8,
-            connection_close: 16,
-            closed_by_server: 32,
-            idle_list_full: 64,
-            learned_timeout: 128,
-            cancelled: 256,
-            connection_limit: 512,
-            task_gone: 1024,
-        };
-        let sum: u64 = evictions(&e).iter().map(|(_, v)| v).sum();
-        assert_eq!(sum, e.total());
-        let r = Refusals {
-            not_idempotent: 1,
-            body_too_large: 2,
-            budget_exhausted: 4,
-            response_started: 8,
-            fresh_connection: 16,
-            attempts_exhausted: 32,
-            body_failed: 64,
-        };
-        let sum: u64 = refusals(&r).iter().map(|(_, v)| v).sum();
-        assert_eq!(sum, 127);
-    }
 }

@@ -124,7 +124,7 @@ impl<B> Recording<B> {
     pub(crate) fn is_replayable(&self) -> bool {
         self.first
             .as_ref()
-            .map_or(true, |first| first.lock().is_replayable())
+            .is_none_or(|first| first.lock().is_replayable())
     }
 
     /// See [`ReplayBody::has_failed`].
@@ -195,7 +195,7 @@ impl<B> ReplayBody<B> {
     pub fn is_replayable(&self) -> bool {
         self.node
             .as_ref()
-            .map_or(true, |node| node.lock().is_replayable())
+            .is_none_or(|node| node.lock().is_replayable())
     }
 
     /// A handle that reads nothing, kept to ask about the body after it was handed to
@@ -297,7 +297,7 @@ where
     fn is_end_stream(&self) -> bool {
         self.node
             .as_ref()
-            .map_or(true, |node| node.position(&node.lock()) == DONE)
+            .is_none_or(|node| node.position(&node.lock()) == DONE)
     }
 
     fn size_hint(&self) -> SizeHint {
