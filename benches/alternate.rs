@@ -4,7 +4,7 @@
 //! happened to be measured at the time.
 //!
 //! ```text
-//! cargo bench --bench alternate                   # every case, 15 rounds
+//! cargo bench --bench alternate                   # every case, 16 rounds
 //! cargo bench --bench alternate -- concurrent     # cases whose name contains a filter
 //! ROUNDS=30 SLICE_MS=300 cargo bench --bench alternate
 //! NGINX=/usr/sbin/nginx cargo bench --bench alternate -- nginx
@@ -16,13 +16,15 @@
 //! nginx that the bench starts and stops (`support/nginx.rs`; `nginx` from `PATH` or
 //! the binary in `NGINX`; skipped with a note when there is none). The clients are the
 //! ones `throughput.rs` measures (`support/subject.rs`): closefirst and hyper-util at
-//! their defaults and the raw client; all send the same request, read the body to the
-//! end and check its length.
+//! their defaults, the raw client, and closefirst with its pre-reuse peek turned off
+//! (`closefirst_no_peek`, which tells what the peek costs); all send the same request,
+//! read the body to the end and check its length.
 //!
 //! Per case, every client is created and warmed up first (its connections open), then
-//! `ROUNDS` rounds (default 15) run. In each round every client runs for the same time
+//! `ROUNDS` rounds (default 16) run. In each round every client runs for the same time
 //! slice (`SLICE_MS`, default 500 ms), in an order that rotates by one each round, so
-//! each client goes first, second and third equally often (with 15 rounds, 5 times each).
+//! each client takes each place in the order equally often (with 4 clients and 16
+//! rounds, 4 times each).
 //! A slice counts the requests completed in whole batches (1 request, or 64 joined)
 //! until its time is up; the rate is those requests over the slice's measured time.
 //!
@@ -30,13 +32,13 @@
 //! exposed to the machine for the same length of time per round, so a burst of load
 //! lands in any client's slice with the same probability; with a fixed count the slower
 //! client's slice would be longer and take more of the load. It also bounds the run's
-//! length whatever the clients' speed (the default run takes about 2 minutes). Before
+//! length whatever the clients' speed (the default run takes about 2.5 minutes). Before
 //! each timed slice, one untimed batch touches the client's connections, so that a long
 //! `SLICE_MS` (the other clients' slices are an idle gap for this one's connections)
 //! measures warm connections, not closefirst's idle timer of 4 s.
 //!
 //! Printed per case: every client's median, minimum and maximum requests per second
-//! over the rounds; the ratio of the medians closefirst/hyper-util and closefirst/raw;
+//! over the rounds; the ratio of the medians of closefirst to each other client;
 //! the ratio computed per round (closefirst and the other client in the same round)
 //! with its median and spread: the per-round ratio is the figure to quote, as both of
 //! its terms saw nearly the same machine; and connections opened by closefirst (from
@@ -54,7 +56,7 @@ use tokio::runtime::Runtime;
 use support::nginx::Nginx;
 use support::subject::{runtime, Subject, Target, CONCURRENCY, SUBJECTS};
 
-const DEFAULT_ROUNDS: usize = 15;
+const DEFAULT_ROUNDS: usize = 16;
 /// More rounds than this is refused: it only makes the run longer than anyone waits.
 const MAX_ROUNDS: usize = 1000;
 const DEFAULT_SLICE: Duration = Duration::from_millis(500);

@@ -22,7 +22,14 @@ use super::server::{self, Accepted};
 pub(crate) const CONCURRENCY: usize = 64;
 
 /// The clients, in the order criterion measures them in `throughput.rs`.
-pub(crate) const SUBJECTS: [&str; 3] = ["closefirst", "hyper_util_legacy", "raw"];
+/// `closefirst_no_peek` is closefirst with `check_before_reuse(false)`: not a setting
+/// anyone should run, measured only to tell what the pre-reuse peek costs.
+pub(crate) const SUBJECTS: [&str; 4] = [
+    "closefirst",
+    "hyper_util_legacy",
+    "raw",
+    "closefirst_no_peek",
+];
 
 type LegacyClient = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
 
@@ -75,11 +82,18 @@ pub(crate) enum Subject {
 
 impl Subject {
     /// The client named `name` (one of `SUBJECTS`): closefirst and hyper-util at their
-    /// defaults, which connect on demand; `raw` with `connections` sockets open.
+    /// defaults (closefirst also without its peek), which connect on demand; `raw` with
+    /// `connections` sockets open.
     pub(crate) async fn new(name: &str, target: &Target, connections: usize) -> Subject {
         match name {
             "closefirst" => Subject::Closefirst(
                 closefirst::Client::builder()
+                    .build()
+                    .expect("the defaults are valid"),
+            ),
+            "closefirst_no_peek" => Subject::Closefirst(
+                closefirst::Client::builder()
+                    .check_before_reuse(false)
                     .build()
                     .expect("the defaults are valid"),
             ),
