@@ -76,6 +76,51 @@ thread_local! {
 /// Live requested bytes per side.
 static LIVE: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
 
+/// The client side's live allocations by size, to tell what a connection is made of:
+/// a count per exact size below [`EXACT_SIZES`] bytes, and above it the bytes per
+/// power of two (a large allocation is a table or a list shared by many connections).
+const EXACT_SIZES: usize = 16 * 1024;
+static CLIENT_BY_SIZE: [AtomicI64; EXACT_SIZES] = [const { AtomicI64::new(0) }; EXACT_SIZES];
+static CLIENT_LARGE_BYTES: [AtomicI64; 64] = [const { AtomicI64::new(0) }; 64];
+
+fn by_size(size: usize, sign: i64) {
+    if size < EXACT_SIZES {
+        CLIENT_BY_SIZE[size].fetch_add(sign, Ordering::Relaxed);
+    } else {
+        CLIENT_LARGE_BYTES[size.ilog2() as usize].fetch_add(sign * size as i64, Ordering::Relaxed);
+    }
+}
+
+/// The counts of `CLIENT_BY_SIZE`, then `CLIENT_LARGE_BYTES`.
+fn sizes_now() -> Vec<i64> {
+    CLIENT_BY_SIZE
+        .iter()
+        .chain(&CLIENT_LARGE_BYTES)
+        .map(|count| count.load(Ordering::Relaxed))
+        .collect()
+}
+
+/// What the client side allocated between two readings of [`sizes_now`], per
+/// connection: `(size, allocations per connection, bytes per connection)`, where a size
+/// above [`EXACT_SIZES`] is written `2^k` and counted in bytes only. Sizes that add
+/// less than 8 bytes per connection are left out.
+fn size_breakdown(before: &[i64], after: &[i64], connections: usize) -> Vec<(String, f64, f64)> {
+    let n = connections.max(1) as f64;
+    let mut rows = Vec::new();
+    for (i, (a, b)) in after.iter().zip(before).enumerate() {
+        let delta = (a - b) as f64;
+        let (label, count, bytes) = if i < EXACT_SIZES {
+            (i.to_string(), delta / n, delta * i as f64 / n)
+        } else {
+            (format!("2^{}", i - EXACT_SIZES), f64::NAN, delta / n)
+        };
+        if bytes.abs() >= 8.0 {
+            rows.push((label, count, bytes));
+        }
+    }
+    rows
+}
+
 struct Counting;
 
 /// Room in front of each allocation for the side tag, keeping the caller's alignment:
@@ -100,12 +145,18 @@ unsafe impl GlobalAlloc for Counting {
         let ptr = base.add(header(layout));
         ptr.sub(1).write(side);
         LIVE[usize::from(side)].fetch_add(layout.size() as i64, Ordering::Relaxed);
+        if side == CLIENT {
+            by_size(layout.size(), 1);
+        }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let side = ptr.sub(1).read();
         LIVE[usize::from(side)].fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        if side == CLIENT {
+            by_size(layout.size(), -1);
+        }
         System.dealloc(ptr.sub(header(layout)), inner_layout(layout));
     }
 }
@@ -331,6 +382,8 @@ struct Reading {
     connections: usize,
     client_bytes: i64,
     server_bytes: i64,
+    /// See [`size_breakdown`].
+    by_size: Vec<(String, f64, f64)>,
 }
 
 impl Reading {
@@ -354,6 +407,7 @@ fn measure(rt: &Runtime, counts: &Counts, uri: &Uri, kind: Kind, n: usize) -> Re
         let mut holder = Holder::new(kind);
         quiet().await;
         let (client_before, server_before) = (live(CLIENT), live(SERVER));
+        let sizes_before = sizes_now();
 
         holder.open(uri, n).await;
         // Clients that count their idle connections must show all `n`; hyper-util
@@ -366,11 +420,13 @@ fn measure(rt: &Runtime, counts: &Counts, uri: &Uri, kind: Kind, n: usize) -> Re
             assert_eq!(holder.idle(), Some(n), "{kind:?}: every connection idle");
         }
         quiet().await;
+        let connections = counts.open();
         let reading = Reading {
             kind,
-            connections: counts.open(),
+            connections,
             client_bytes: live(CLIENT) - client_before,
             server_bytes: live(SERVER) - server_before,
+            by_size: size_breakdown(&sizes_before, &sizes_now(), connections),
         };
 
         drop(holder);
@@ -440,6 +496,23 @@ fn main() {
         closefirst / legacy,
         (closefirst - raw) / (legacy - raw)
     );
+    println!();
+    println!("Client-side allocations per connection by size (bytes; a size of 2^k is all");
+    println!("allocations between 2^k and 2^(k+1) bytes, such as a list of every connection):");
+    for r in readings.iter().filter(|r| !matches!(r.kind, Kind::RawTcp)) {
+        let rows: Vec<String> = r
+            .by_size
+            .iter()
+            .map(|(size, count, bytes)| {
+                if count.is_nan() {
+                    format!("{size}: {bytes:.0} B")
+                } else {
+                    format!("{size} x{count:.2}")
+                }
+            })
+            .collect();
+        println!("  {:<18} {}", r.kind.name(), rows.join(", "));
+    }
     println!();
     println!("What is counted: heap bytes requested on the client's threads and still live");
     println!("once every connection is idle (allocations minus frees; a free is charged to");
