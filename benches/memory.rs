@@ -2,7 +2,8 @@
 //! client, in the same process, with a bare tokio `TcpStream` as the floor.
 //!
 //! ```text
-//! cargo bench --bench memory
+//! cargo bench --bench memory                # request body type Empty<Bytes>
+//! BODY=boxed cargo bench --bench memory     # both clients built for a boxed body
 //! ```
 //!
 //! Each client opens N = 1000 keep-alive connections to an in-process hyper server on
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Uri};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -259,20 +261,42 @@ impl Kind {
     }
 }
 
+/// The request body type both clients are built for. It matters per connection: hyper's
+/// request queue keeps 32 requests' worth of slots for every connection, whichever
+/// client. `Empty<Bytes>` takes no room; a boxed body (what a client that takes any
+/// body uses) takes two words.
+trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static
+{
+    const NAME: &'static str;
+    fn empty() -> Self;
+}
+
+impl RequestBody for Empty<Bytes> {
+    const NAME: &'static str = "Empty<Bytes>";
+    fn empty() -> Self {
+        Empty::new()
+    }
+}
+
+impl RequestBody for BoxBody<Bytes, Infallible> {
+    const NAME: &'static str = "BoxBody<Bytes, Infallible>";
+    fn empty() -> Self {
+        Empty::new().boxed()
+    }
+}
+
 /// What holds the idle connections until the reading is taken.
-enum Holder {
+enum Holder<B> {
     Raw(Vec<TcpStream>),
-    Closefirst(closefirst::Client<Empty<Bytes>>),
+    Closefirst(closefirst::Client<B>),
     HyperUtilLegacy(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            Empty<Bytes>,
-        >,
+        hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>,
     ),
 }
 
-impl Holder {
-    fn new(kind: Kind) -> Holder {
+impl<B: RequestBody> Holder<B> {
+    fn new(kind: Kind) -> Holder<B> {
         match kind {
             Kind::RawTcp => Holder::Raw(Vec::new()),
             Kind::Closefirst => Holder::Closefirst(
@@ -303,7 +327,7 @@ impl Holder {
                 Holder::Closefirst(client) => {
                     let client = client.clone();
                     set.spawn(async move {
-                        let req = Request::get(uri).body(Empty::new()).unwrap();
+                        let req = Request::get(uri).body(B::empty()).unwrap();
                         let resp = client.request(req).await.unwrap();
                         let body = resp.into_body().collect().await.unwrap().to_bytes();
                         assert_eq!(&body[..], BODY);
@@ -313,7 +337,7 @@ impl Holder {
                 Holder::HyperUtilLegacy(client) => {
                     let client = client.clone();
                     set.spawn(async move {
-                        let req = Request::get(uri).body(Empty::new()).unwrap();
+                        let req = Request::get(uri).body(B::empty()).unwrap();
                         let resp = client.request(req).await.unwrap();
                         let body = resp.into_body().collect().await.unwrap().to_bytes();
                         assert_eq!(&body[..], BODY);
@@ -396,7 +420,13 @@ impl Reading {
     }
 }
 
-fn measure(rt: &Runtime, counts: &Counts, uri: &Uri, kind: Kind, n: usize) -> Reading {
+fn measure<B: RequestBody>(
+    rt: &Runtime,
+    counts: &Counts,
+    uri: &Uri,
+    kind: Kind,
+    n: usize,
+) -> Reading {
     rt.block_on(async {
         assert_eq!(
             counts.open(),
@@ -404,7 +434,7 @@ fn measure(rt: &Runtime, counts: &Counts, uri: &Uri, kind: Kind, n: usize) -> Re
             "the previous run's connections are closed"
         );
         counts.answer_together(n);
-        let mut holder = Holder::new(kind);
+        let mut holder = Holder::<B>::new(kind);
         quiet().await;
         let (client_before, server_before) = (live(CLIENT), live(SERVER));
         let sizes_before = sizes_now();
@@ -439,6 +469,14 @@ fn measure(rt: &Runtime, counts: &Counts, uri: &Uri, kind: Kind, n: usize) -> Re
 }
 
 fn main() {
+    // `BODY=boxed`: both clients built for a boxed request body instead of `Empty`.
+    match std::env::var("BODY").as_deref() {
+        Ok("boxed") => run::<BoxBody<Bytes, Infallible>>(),
+        _ => run::<Empty<Bytes>>(),
+    }
+}
+
+fn run<B: RequestBody>() {
     let server_rt = server_runtime();
     let counts = Counts::new();
     let addr = start_server(&server_rt, counts.clone());
@@ -453,14 +491,18 @@ fn main() {
     // A first, smaller round lets one-time allocations (runtime internals, lazily
     // grown tables) happen outside the measured round.
     for kind in kinds {
-        measure(&client_rt, &counts, &uri, kind, WARM_UP_N);
+        measure::<B>(&client_rt, &counts, &uri, kind, WARM_UP_N);
     }
     let readings: Vec<Reading> = kinds
         .iter()
-        .map(|&kind| measure(&client_rt, &counts, &uri, kind, N))
+        .map(|&kind| measure::<B>(&client_rt, &counts, &uri, kind, N))
         .collect();
 
-    println!("Heap bytes per idle keep-alive connection, N = {N}, one process, loopback TCP");
+    println!("Heap bytes per idle keep-alive connection, N = {N}, one process, loopback TCP,");
+    println!(
+        "request body type {} (BODY=boxed for a boxed body)",
+        B::NAME
+    );
     println!();
     println!(
         "{:<22} {:>11} {:>18} {:>18}",
