@@ -179,6 +179,11 @@ impl<B> Conn<B> {
         self.slot.origin()
     }
 
+    /// The pool's shared copy of [`origin`](Conn::origin).
+    pub(super) fn shared_origin(&self) -> &Arc<Origin> {
+        self.slot.origin()
+    }
+
     pub(crate) fn close_requested(&self) -> bool {
         self.close
     }
@@ -273,7 +278,7 @@ impl<B: Send + 'static> Pool<B> {
         self.record_opened(origin);
         let watch = Arc::new(Watch::new(
             id,
-            origin.clone(),
+            Arc::clone(slot.origin()),
             Arc::downgrade(&self.woken),
             Arc::downgrade(&self.counters),
         ));
@@ -331,10 +336,21 @@ pub(super) mod tests {
         let (tx, _driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .expect("an HTTP/1 handshake only sets up state, it does no IO");
-        let origin = Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
-            .expect("an http URI with a host is an origin");
-        let watch = Arc::new(Watch::new(1, origin.clone(), Weak::new(), Weak::new()));
+        let origin = Arc::new(
+            Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
+                .expect("an http URI with a host is an origin"),
+        );
+        let watch = Arc::new(Watch::new(1, Arc::clone(&origin), Weak::new(), Weak::new()));
         Conn::new(tx, 1, None, expires, None, watch, Slot::detached(origin))
+    }
+
+    /// Every idle connection holds one of each: their sizes are per-connection memory
+    /// (see `benches/memory.rs`). The origin in both is a pointer to the pool's copy.
+    #[test]
+    fn a_connections_slot_and_watch_stay_small() {
+        let word = std::mem::size_of::<usize>();
+        assert!(std::mem::size_of::<Slot<http_body_util::Empty<bytes::Bytes>>>() <= 3 * word);
+        assert!(std::mem::size_of::<Watch>() <= 8 * word);
     }
 
     #[tokio::test]

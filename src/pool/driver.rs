@@ -26,9 +26,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Wake;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -43,7 +44,7 @@ pub(crate) type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>
 /// Idle connections whose parked future was woken, for the reaper to look at and close
 /// (see the module docs). Shared by the pool and every connection's [`Watch`].
 pub(super) struct Woken {
-    conns: Mutex<Vec<(Origin, u64)>>,
+    conns: Mutex<Vec<(Arc<Origin>, u64)>>,
     reaper: Arc<Notify>,
 }
 
@@ -56,17 +57,20 @@ impl Woken {
     }
 
     /// The connections woken since the last call.
-    pub(super) fn take(&self) -> Vec<(Origin, u64)> {
+    pub(super) fn take(&self) -> Vec<(Arc<Origin>, u64)> {
         std::mem::take(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
+
+/// [`Watch::woken_at`] of a watch not woken since its connection was parked.
+const NOT_WOKEN: u64 = 0;
 
 /// One connection's waker while its future is parked and idle, and the flag a task
 /// sets if it is dropped before the future finished. One allocation per connection,
 /// shared with that task if the future moves to one.
 pub(super) struct Watch {
     id: u64,
-    origin: Origin,
+    origin: Arc<Origin>,
     /// A request has the connection and polls the future itself: wake-ups that still
     /// reach this waker (registered at the last check-in) are stale.
     in_use: AtomicBool,
@@ -74,7 +78,10 @@ pub(super) struct Watch {
     /// connection then reads as closed, but the server did nothing.
     task_gone: AtomicBool,
     /// When the watch was woken while the connection was idle and parked.
-    woken_at: Mutex<Option<Instant>>,
+    ///
+    /// Nanoseconds after `opened_at`, plus one; 0 while not woken. An atomic rather
+    /// than a `Mutex<Option<Instant>>`: 8 bytes in every connection instead of 24.
+    woken_at: AtomicU64,
     woken: Weak<Woken>,
     /// The last owner of the watch goes when the connection has ended, wherever its
     /// future was (parked, or on a task): that is when its lifetime is recorded.
@@ -85,7 +92,7 @@ pub(super) struct Watch {
 impl Watch {
     pub(super) fn new(
         id: u64,
-        origin: Origin,
+        origin: Arc<Origin>,
         woken: Weak<Woken>,
         counters: Weak<Counters>,
     ) -> Watch {
@@ -94,7 +101,7 @@ impl Watch {
             origin,
             in_use: AtomicBool::new(true),
             task_gone: AtomicBool::new(false),
-            woken_at: Mutex::new(None),
+            woken_at: AtomicU64::new(NOT_WOKEN),
             woken,
             opened_at: Instant::now(),
             counters,
@@ -108,17 +115,20 @@ impl Watch {
 
     /// The connection goes back to the pool, parked, with this watch as the waker.
     pub(super) fn parked(&self) {
-        *self.lock_woken_at() = None;
+        self.woken_at.store(NOT_WOKEN, Ordering::Relaxed);
         self.in_use.store(false, Ordering::Release);
     }
 
     /// When the watch was woken since the connection was parked, if it was.
     pub(super) fn woken_at(&self) -> Option<Instant> {
-        *self.lock_woken_at()
-    }
-
-    fn lock_woken_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.woken_at.lock().unwrap_or_else(PoisonError::into_inner)
+        match self.woken_at.load(Ordering::Acquire) {
+            NOT_WOKEN => None,
+            stamp => Some(
+                self.opened_at
+                    .checked_add(Duration::from_nanos(stamp - 1))
+                    .unwrap_or(self.opened_at),
+            ),
+        }
     }
 
     pub(super) fn task_gone(&self) -> bool {
@@ -145,13 +155,20 @@ impl Wake for Watch {
         }
         // Runs wherever the runtime's IO driver runs: only a note, a push and a
         // notification; the reaper does the rest on a task.
-        self.lock_woken_at().get_or_insert_with(Instant::now);
+        // The first wake counts: a later one is the same close, noticed again.
+        let since_open = Instant::now().saturating_duration_since(self.opened_at);
+        let stamp = u64::try_from(since_open.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let _ =
+            self.woken_at
+                .compare_exchange(NOT_WOKEN, stamp, Ordering::AcqRel, Ordering::Relaxed);
         if let Some(woken) = self.woken.upgrade() {
             woken
                 .conns
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((self.origin.clone(), self.id));
+                .push((Arc::clone(&self.origin), self.id));
             woken.reaper.notify_one();
         }
     }

@@ -10,6 +10,7 @@
 //! [`pool`](super)).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -37,7 +38,8 @@ impl<B> Idle<B> {
 /// looking at every origin, and how many connections are idle.
 #[derive(Default)]
 pub(super) struct IdleIndex {
-    deadlines: BTreeMap<(Instant, u64), Origin>,
+    /// The origin is the pool's shared copy: a pointer per entry, not 56 bytes.
+    deadlines: BTreeMap<(Instant, u64), Arc<Origin>>,
     count: usize,
 }
 
@@ -49,8 +51,8 @@ impl IdleIndex {
 
     /// An idle connection of `origin` whose key is `key` has joined its list.
     #[inline]
-    pub(super) fn insert(&mut self, key: (Instant, u64), origin: &Origin) {
-        self.deadlines.insert(key, origin.clone());
+    pub(super) fn insert(&mut self, key: (Instant, u64), origin: &Arc<Origin>) {
+        self.deadlines.insert(key, Arc::clone(origin));
         self.count += 1;
     }
 
@@ -75,7 +77,7 @@ impl IdleIndex {
 
     /// Takes out of the index the earliest deadline if it is not after `now`: the id
     /// and origin of a connection to close. The caller takes it from its list.
-    pub(super) fn pop_expired(&mut self, now: Instant) -> Option<(u64, Origin)> {
+    pub(super) fn pop_expired(&mut self, now: Instant) -> Option<(u64, Arc<Origin>)> {
         let earliest = self.deadlines.first_entry()?;
         if earliest.key().0 > now {
             return None;

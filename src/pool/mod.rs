@@ -96,6 +96,9 @@ struct State<B> {
 
 /// One origin's connections and waiters.
 struct OriginState<B> {
+    /// The origin, shared by every slot, waker and deadline entry of its connections
+    /// (see [`Slot`]).
+    origin: Arc<Origin>,
     /// Least recently used at the front; checkout takes from the back.
     idle: VecDeque<Idle<B>>,
     /// Connections open or opening, idle ones included.
@@ -106,9 +109,10 @@ struct OriginState<B> {
     pending: Vec<Arc<pending::Pending<B>>>,
 }
 
-impl<B> Default for OriginState<B> {
-    fn default() -> Self {
+impl<B> OriginState<B> {
+    fn new(origin: &Origin) -> Self {
         OriginState {
+            origin: Arc::new(origin.clone()),
             idle: VecDeque::new(),
             open: 0,
             waiters: VecDeque::new(),
@@ -236,7 +240,9 @@ impl<B: Send + 'static> Pool<B> {
         let now = Instant::now();
         let entry = match origins.get_mut(origin) {
             Some(entry) => entry,
-            None => origins.entry(origin.clone()).or_default(),
+            None => origins
+                .entry(origin.clone())
+                .or_insert_with(|| OriginState::new(origin)),
         };
         if !fresh {
             while let Some(candidate) = entry.idle.pop_back() {
@@ -285,7 +291,7 @@ impl<B: Send + 'static> Pool<B> {
         if !at_max {
             entry.open += 1;
             *open += 1;
-            return Step::Connect(Slot::new(Arc::downgrade(self), origin.clone()));
+            return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
         }
         if fresh {
             if let Some(lru) = entry.idle.pop_front() {
@@ -322,7 +328,7 @@ impl<B: Send + 'static> Pool<B> {
                 conn
             }
         };
-        let origin = conn.origin().clone();
+        let origin = Arc::clone(conn.shared_origin());
         if !reusable {
             drop(guard);
             if conn.close_requested() {
@@ -340,7 +346,7 @@ impl<B: Send + 'static> Pool<B> {
         let (deadline, reason) = deadline::deadline(&conn, &self.config, now, learned);
         let entry = state
             .origins
-            .get_mut(&origin)
+            .get_mut(&*origin)
             .expect("an origin entry lives as long as one of its slots");
         // Only when someone waits: a round trip through `grant_conn` copies the
         // connection twice, on every check-in.

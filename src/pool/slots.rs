@@ -33,7 +33,9 @@ use crate::origin::Origin;
 /// One unit of an origin's connection count. See the module docs.
 pub(crate) struct Slot<B> {
     pool: Weak<Pool<B>>,
-    origin: Origin,
+    /// The pool's one copy for the origin ([`OriginState::origin`](super::OriginState)):
+    /// a pointer, not an `Origin` (56 bytes), in every connection.
+    origin: Arc<Origin>,
     /// Whether dropping the slot gives it back; off only for a slot that has already
     /// been handed on, or one that belongs to no pool.
     armed: bool,
@@ -42,7 +44,7 @@ pub(crate) struct Slot<B> {
 impl<B> Slot<B> {
     /// A slot counted in `origin`'s entry of `pool`; the caller has counted it.
     #[inline]
-    pub(super) fn new(pool: Weak<Pool<B>>, origin: Origin) -> Slot<B> {
+    pub(super) fn new(pool: Weak<Pool<B>>, origin: Arc<Origin>) -> Slot<B> {
         Slot {
             pool,
             origin,
@@ -52,7 +54,7 @@ impl<B> Slot<B> {
 
     /// A slot of no pool, for connections in tests of the pool's bookkeeping.
     #[cfg(test)]
-    pub(super) fn detached(origin: Origin) -> Slot<B> {
+    pub(super) fn detached(origin: Arc<Origin>) -> Slot<B> {
         Slot {
             pool: Weak::new(),
             origin,
@@ -61,7 +63,7 @@ impl<B> Slot<B> {
     }
 
     #[inline]
-    pub(super) fn origin(&self) -> &Origin {
+    pub(super) fn origin(&self) -> &Arc<Origin> {
         &self.origin
     }
 
@@ -211,7 +213,7 @@ impl<B> Pool<B> {
         let origin_state = entry.get_mut();
         // The first live waiter takes the slot over; the counts stay as they are.
         while let Some(waiter) = origin_state.waiters.pop_front() {
-            let slot = Slot::new(weak.clone(), origin.clone());
+            let slot = Slot::new(weak.clone(), Arc::clone(&origin_state.origin));
             match waiter.tx.send(Grant::Permit(slot)) {
                 Ok(()) => return,
                 Err(Grant::Permit(mut slot)) => slot.armed = false,
