@@ -63,6 +63,15 @@ impl<B> Node<B> {
         self.shared().lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn is_replayable(&self) -> bool {
+        let shared = self.lock();
+        !shared.overflowed && !shared.failed
+    }
+
+    fn has_failed(&self) -> bool {
+        self.lock().failed
+    }
+
     /// The node holding the recording (a copy of a copy shares the same first).
     fn first(self: &Arc<Self>) -> Arc<Node<B>> {
         match &**self {
@@ -105,12 +114,6 @@ struct Shared<B> {
     first_position: usize,
 }
 
-impl<B> Shared<B> {
-    fn is_replayable(&self) -> bool {
-        !self.overflowed && !self.failed
-    }
-}
-
 /// A handle on a [`ReplayBody`]'s recording that reads nothing: kept beside an
 /// attempt in flight, to ask afterwards whether the body failed or can still be sent
 /// again, and to make the copy for a resend. Taking one costs a reference count, so
@@ -122,14 +125,12 @@ pub(crate) struct Recording<B> {
 impl<B> Recording<B> {
     /// See [`ReplayBody::is_replayable`].
     pub(crate) fn is_replayable(&self) -> bool {
-        self.first
-            .as_ref()
-            .is_none_or(|first| first.lock().is_replayable())
+        self.first.as_deref().is_none_or(Node::is_replayable)
     }
 
     /// See [`ReplayBody::has_failed`].
     pub(crate) fn has_failed(&self) -> bool {
-        self.first.as_ref().is_some_and(|first| first.lock().failed)
+        self.first.as_deref().is_some_and(Node::has_failed)
     }
 
     /// A copy that sends the body again from its start, or `None` when that is no
@@ -193,9 +194,7 @@ impl<B> ReplayBody<B> {
     /// Whether [`try_clone`](ReplayBody::try_clone) would succeed: false once more than
     /// the cap was read, or once the wrapped body has failed.
     pub fn is_replayable(&self) -> bool {
-        self.node
-            .as_ref()
-            .is_none_or(|node| node.lock().is_replayable())
+        self.node.as_deref().is_none_or(Node::is_replayable)
     }
 
     /// A handle that reads nothing, kept to ask about the body after it was handed to
@@ -208,7 +207,7 @@ impl<B> ReplayBody<B> {
 
     /// Whether the wrapped body yielded an error (on any copy).
     pub fn has_failed(&self) -> bool {
-        self.node.as_ref().is_some_and(|node| node.lock().failed)
+        self.node.as_deref().is_some_and(Node::has_failed)
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! It exists instead of metrics-util's `DebuggingRecorder` because cargo compiles every
 //! dev-dependency for any example or test: metrics-util (rand, crossbeam, indexmap,
-//! ordered-float and more, about 15 crates) was in the cold build of
+//! ordered-float and more, 21 crates in all) was in the cold build of
 //! `cargo run --example race`, for the sake of this one test.
 //!
 //! Counters and gauges use the `metrics` crate's own `AtomicU64` handles, so `absolute`,
