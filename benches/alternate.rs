@@ -14,7 +14,12 @@
 //! spawned task each, joined), against the in-process hyper server
 //! (`support/server.rs`), and `nginx_sequential`, `nginx_concurrent_64` against a real
 //! nginx that the bench starts and stops (`support/nginx.rs`; `nginx` from `PATH` or
-//! the binary in `NGINX`; skipped with a note when there is none). The clients are the
+//! the binary in `NGINX`; skipped with a note when there is none). These four make
+//! their requests from a task spawned on the 2-worker runtime, the shape a proxy's
+//! handler or an SDK call has; the same four prefixed `block_on_` make them from the
+//! main thread through `Runtime::block_on`, a second view (the main thread is not a
+//! worker, so what a client leaves to a task of its own crosses threads there). The
+//! clients are the
 //! ones `throughput.rs` measures (`support/subject.rs`): closefirst and hyper-util at
 //! their defaults, the raw client, and closefirst with its pre-reuse peek turned off
 //! (`closefirst_no_peek`, which tells what the peek costs); all send the same request,
@@ -74,34 +79,46 @@ enum Server {
     Nginx,
 }
 
+/// Where the requests are made from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// From a task spawned on the runtime: one task runs the whole slice, one batch
+    /// after another, as a proxy's connection task runs its requests (and for 64 in
+    /// flight it spawns one task per request). The shape users call the crate in, and
+    /// the main rows.
+    Spawned,
+    /// From the main thread through `Runtime::block_on`: the second view. Here the
+    /// caller's thread is not a worker, so whatever a client does on a task of its own
+    /// crosses threads, while what it does inline in the caller does not.
+    BlockOn,
+}
+
 struct Case {
     name: &'static str,
     server: Server,
     /// Requests in flight at once: 1, or a batch of this many joined.
     concurrency: usize,
+    shape: Shape,
 }
 
-const CASES: [Case; 4] = [
+const fn case(name: &'static str, server: Server, concurrency: usize, shape: Shape) -> Case {
     Case {
-        name: "sequential",
-        server: Server::InProcess,
-        concurrency: 1,
-    },
-    Case {
-        name: "concurrent_64",
-        server: Server::InProcess,
-        concurrency: CONCURRENCY,
-    },
-    Case {
-        name: "nginx_sequential",
-        server: Server::Nginx,
-        concurrency: 1,
-    },
-    Case {
-        name: "nginx_concurrent_64",
-        server: Server::Nginx,
-        concurrency: CONCURRENCY,
-    },
+        name,
+        server,
+        concurrency,
+        shape,
+    }
+}
+
+const CASES: [Case; 8] = [
+    case("sequential", Server::InProcess, 1, Shape::Spawned),
+    case("concurrent_64", Server::InProcess, CONCURRENCY, Shape::Spawned),
+    case("nginx_sequential", Server::Nginx, 1, Shape::Spawned),
+    case("nginx_concurrent_64", Server::Nginx, CONCURRENCY, Shape::Spawned),
+    case("block_on_sequential", Server::InProcess, 1, Shape::BlockOn),
+    case("block_on_concurrent_64", Server::InProcess, CONCURRENCY, Shape::BlockOn),
+    case("block_on_nginx_sequential", Server::Nginx, 1, Shape::BlockOn),
+    case("block_on_nginx_concurrent_64", Server::Nginx, CONCURRENCY, Shape::BlockOn),
 ];
 
 struct Settings {
@@ -242,12 +259,16 @@ fn run_case(
     settings: &Settings,
 ) -> Result<(), String> {
     println!(
-        "\n== {}: {} on {} ({}), {} round(s) of {} ms per client; load average {}",
+        "\n== {}: {}, {}, on {} ({}), {} round(s) of {} ms per client; load average {}",
         case.name,
         if case.concurrency == 1 {
             "one GET at a time".to_owned()
         } else {
             format!("{} GETs in flight", case.concurrency)
+        },
+        match case.shape {
+            Shape::Spawned => "from a spawned task",
+            Shape::BlockOn => "from the main thread (block_on)",
         },
         target.addr,
         match case.server {
@@ -261,7 +282,7 @@ fn run_case(
     let mut clients = Vec::with_capacity(SUBJECTS.len());
     for name in SUBJECTS {
         let subject = rt.block_on(Subject::new(name, target, case.concurrency));
-        rt.block_on(run_for(&subject, target, case.concurrency, WARM_UP))?;
+        timed(rt, case, &subject, target, WARM_UP)?;
         clients.push(Measured {
             name,
             subject,
@@ -276,14 +297,7 @@ fn run_case(
         for k in 0..clients.len() {
             let client = &mut clients[(round + k) % SUBJECTS.len()];
             let before = target.accepted();
-            // Untimed: reopens whatever the client closed while the others ran.
-            rt.block_on(batch(&client.subject, target, case.concurrency))?;
-            let (requests, elapsed) = rt.block_on(run_for(
-                &client.subject,
-                target,
-                case.concurrency,
-                settings.slice,
-            ))?;
+            let (requests, elapsed) = timed(rt, case, &client.subject, target, settings.slice)?;
             client.accepted_in_rounds += target.accepted().saturating_sub(before);
             let rate = requests as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
             client.rates.push(rate);
@@ -307,6 +321,33 @@ fn closefirst_stats(clients: &[Measured]) -> Option<closefirst::PoolStats> {
         Subject::Closefirst(client) => Some(client.stats()),
         _ => None,
     })
+}
+
+/// One slice of `length` for `subject`, from where `case.shape` says; before it, one
+/// untimed batch reopens whatever the client closed while the others ran. Returns the
+/// requests completed and the time they took.
+fn timed(
+    rt: &Runtime,
+    case: &Case,
+    subject: &Subject,
+    target: &Arc<Target>,
+    length: Duration,
+) -> Result<(u64, Duration), String> {
+    let concurrency = case.concurrency;
+    let slice = {
+        let subject = subject.clone();
+        let target = Arc::clone(target);
+        async move {
+            batch(&subject, &target, concurrency).await?;
+            run_for(&subject, &target, concurrency, length).await
+        }
+    };
+    match case.shape {
+        Shape::BlockOn => rt.block_on(slice),
+        Shape::Spawned => rt
+            .block_on(rt.spawn(slice))
+            .map_err(|e| format!("the slice's task failed: {e}"))?,
+    }
 }
 
 /// One batch: one GET, or `concurrency` GETs joined. Returns the requests completed.

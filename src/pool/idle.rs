@@ -69,12 +69,6 @@ impl IdleIndex {
         self.deadlines.keys().next().map(|&(deadline, _)| deadline)
     }
 
-    /// Whether `key` is the earliest deadline.
-    #[inline]
-    pub(super) fn is_earliest(&self, key: (Instant, u64)) -> bool {
-        self.deadlines.keys().next() == Some(&key)
-    }
-
     /// Takes out of the index the earliest deadline if it is not after `now`: the id
     /// and origin of a connection to close. The caller takes it from its list.
     pub(super) fn pop_expired(&mut self, now: Instant) -> Option<(u64, Arc<Origin>)> {

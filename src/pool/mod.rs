@@ -83,6 +83,10 @@ struct State<B> {
     /// Connections open or opening, idle ones included.
     open: usize,
     reaper_running: bool,
+    /// When the running reaper wakes next, as it computed under the lock before going
+    /// to sleep (`None`: only when notified). A check-in wakes it only for a deadline
+    /// before this one, not on every check-in.
+    reaper_wakes_at: Option<Instant>,
     /// Tells a reaper task from the one started after it (see [`reaper`]).
     reaper_generation: u64,
     /// Learned server idle timeouts; outlives the origin's connections, bounded in
@@ -150,6 +154,7 @@ impl<B: Send + 'static> Pool<B> {
                 idle: IdleIndex::default(),
                 open: 0,
                 reaper_running: false,
+                reaper_wakes_at: None,
                 reaper_generation: 0,
                 learned: learn::LearnedOrigins::new(),
                 next_learned_prune: None,

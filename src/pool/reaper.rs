@@ -99,8 +99,12 @@ impl<B> Pool<B> {
             state.reaper_generation = state.reaper_generation.wrapping_add(1);
             return Some(state.reaper_generation);
         }
-        if state.idle.is_earliest(key) {
-            // The reaper sleeps until a later deadline; this one comes first.
+        if state.reaper_wakes_at.is_none_or(|at| key.0 < at) {
+            // The reaper sleeps until a later deadline; this one comes first. Waking it
+            // for every check-in would cost a task wake-up per request: a connection
+            // checked in again gets a later deadline than the one the reaper waits for,
+            // and the reaper, finding nothing expired then, sleeps until the new one.
+            state.reaper_wakes_at = Some(key.0);
             self.reaper_wake.notify_one();
         }
         None
@@ -141,10 +145,12 @@ impl<B> Pool<B> {
                     now.checked_add(learn::PRUNE_INTERVAL)
                 };
             }
-            match (state.idle.earliest(), state.next_learned_prune) {
+            let next = match (state.idle.earliest(), state.next_learned_prune) {
                 (Some(deadline), Some(prune)) => Some(deadline.min(prune)),
                 (deadline, prune) => deadline.or(prune),
-            }
+            };
+            state.reaper_wakes_at = next;
+            next
         };
         // Idle connections whose server sent something (most often a FIN).
         for (origin, idle) in news {
@@ -165,6 +171,7 @@ impl<B> Pool<B> {
         let mut state = self.lock();
         if state.reaper_generation == generation {
             state.reaper_running = false;
+            state.reaper_wakes_at = None;
         }
     }
 }
