@@ -23,7 +23,7 @@ struct Inner {
     kind: Kind,
     progress: Progress,
     reused: bool,
-    /// Dispatches made for the request before it failed (0 when none was made).
+    /// Attempts made for the request before it failed: see [`Error::attempts`].
     attempts: u32,
     /// The request's method and origin (`http://host:port`), when the error is about one.
     request: Option<(Method, String)>,
@@ -179,9 +179,22 @@ impl Error {
         self
     }
 
-    /// How many times the request was dispatched on a connection in all, resends
-    /// included; 0 when it never got that far (an invalid URI, a failed connect on the
-    /// first attempt, a checkout timeout).
+    /// How many attempts the request made in all, resends included.
+    ///
+    /// An attempt counts from the moment a connection is asked for on the request's
+    /// behalf, pooled or new, whether or not one is had: a request whose first connect
+    /// is refused or times out, or that gives up waiting for a free connection (the
+    /// checkout timeout), made 1 attempt, as did one that failed on its connection and
+    /// was not resent. A URI that the connector itself refuses (the built-in one
+    /// without the `rustls` feature refuses `https`) also counts 1: the connection was
+    /// asked for.
+    ///
+    /// 0 only when the request failed before any connection was asked for: its URI has
+    /// no scheme or host or a scheme other than `http` and `https`
+    /// ([`is_invalid_uri`](Error::is_invalid_uri)), it is a `CONNECT`
+    /// ([`is_unsupported`](Error::is_unsupported)), or the error is not about a
+    /// request at all (a [`Builder`](crate::Builder) option refused,
+    /// [`is_config`](Error::is_config)).
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
