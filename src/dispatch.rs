@@ -123,6 +123,8 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                             fresh = true;
                             continue;
                         }
+                        // hyper's error is `Canceled`, caused by the connection's
+                        // error; `Error::source` gives that cause.
                         return Err(Error::request(
                             Progress::NotWritten,
                             reused,

@@ -15,6 +15,12 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 /// [`request_progress`](Error::request_progress). [`Display`](fmt::Display) prints only
 /// this level; the underlying cause (an `io::Error`, a `hyper::Error`, …) is available
 /// through [`source`](StdError::source).
+///
+/// For a request that failed on its connection, `source()` is hyper's error: ask it
+/// [`is_incomplete_message`](hyper::Error::is_incomplete_message), or take its own
+/// `source()` for the `io::Error` (a reset, say). That holds for a request hyper handed
+/// back unsent too: hyper wraps the connection's error in a `Canceled` error there, and
+/// `source()` skips that wrapper to give the connection's error itself.
 pub struct Error {
     inner: Box<Inner>,
 }
@@ -23,7 +29,7 @@ struct Inner {
     kind: Kind,
     progress: Progress,
     reused: bool,
-    /// Dispatches made for the request before it failed (0 when none was made).
+    /// Attempts made for the request before it failed: see [`Error::attempts`].
     attempts: u32,
     /// The request's method and origin (`http://host:port`), when the error is about one.
     request: Option<(Method, String)>,
@@ -179,9 +185,22 @@ impl Error {
         self
     }
 
-    /// How many times the request was dispatched on a connection in all, resends
-    /// included; 0 when it never got that far (an invalid URI, a failed connect on the
-    /// first attempt, a checkout timeout).
+    /// How many attempts the request made in all, resends included.
+    ///
+    /// An attempt counts from the moment a connection is asked for on the request's
+    /// behalf, pooled or new, whether or not one is had: a request whose first connect
+    /// is refused or times out, or that gives up waiting for a free connection (the
+    /// checkout timeout), made 1 attempt, as did one that failed on its connection and
+    /// was not resent. A URI that the connector itself refuses (the built-in one
+    /// without the `rustls` feature refuses `https`) also counts 1: the connection was
+    /// asked for.
+    ///
+    /// 0 only when the request failed before any connection was asked for: its URI has
+    /// no scheme or host or a scheme other than `http` and `https`
+    /// ([`is_invalid_uri`](Error::is_invalid_uri)), it is a `CONNECT`
+    /// ([`is_unsupported`](Error::is_unsupported)), or the error is not about a
+    /// request at all (a [`Builder`](crate::Builder) option refused,
+    /// [`is_config`](Error::is_config)).
     pub fn attempts(&self) -> u32 {
         self.inner.attempts
     }
@@ -348,10 +367,23 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.inner
-            .source
-            .as_ref()
-            .map(|e| &**e as &(dyn StdError + 'static))
+        let source: &(dyn StdError + 'static) = self.inner.source.as_deref()?;
+        Some(past_cancellation(source))
+    }
+}
+
+/// The cause behind hyper's `Canceled`, if `source` is one that has a cause.
+///
+/// hyper hands back a request it never started as `Canceled`, caused by what ended the
+/// connection (an `io::Error` inside a `hyper::Error`, an `IncompleteMessage`, ...).
+/// That cause is what happened, and it is where callers look (`source()` as a
+/// `hyper::Error`, then its `io::Error`), so the chain goes to it directly. Only this
+/// one level is skipped: the cause keeps its own sources, and `Debug` still prints
+/// hyper's error whole.
+fn past_cancellation<'a>(source: &'a (dyn StdError + 'static)) -> &'a (dyn StdError + 'static) {
+    match source.downcast_ref::<hyper::Error>() {
+        Some(hyper) if hyper.is_canceled() => hyper.source().unwrap_or(source),
+        _ => source,
     }
 }
 
@@ -384,5 +416,38 @@ mod tests {
         assert!(!error.is_timeout());
         assert_eq!(error.source().expect("source set").to_string(), "refused");
         assert_eq!(error.request_progress(), Progress::NotWritten);
+    }
+
+    /// A request hyper hands back because its connection is gone: hyper's `Canceled`
+    /// with a cause of its own (here a plain message) gives way to that cause.
+    #[tokio::test]
+    async fn source_skips_hypers_cancellation_to_its_cause() {
+        let (client, _server) = tokio::io::duplex(64);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Empty<bytes::Bytes>,
+        >(hyper_util::rt::TokioIo::new(client))
+        .await
+        .expect("a handshake over an in-memory stream");
+        drop(connection);
+        let req = http::Request::new(http_body_util::Empty::new());
+        let mut unsent = sender
+            .try_send_request(req)
+            .await
+            .expect_err("no connection to send on");
+        assert!(unsent.take_message().is_some(), "handed back unsent");
+        let hyper = unsent.into_error();
+        assert!(hyper.is_canceled(), "{hyper:?}");
+        let error = Error::request(Progress::NotWritten, false, hyper);
+        let source = error.source().expect("source set");
+        assert!(
+            source.downcast_ref::<hyper::Error>().is_none(),
+            "{source:?}"
+        );
+        assert_eq!(source.to_string(), "connection was not ready");
+        assert!(
+            format!("{error:?}").contains("Canceled"),
+            "Debug keeps hyper's error whole: {error:?}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tower::Layer;
 
 use closefirst::lab::DuplexIo;
+use closefirst::retry::Policy;
 use closefirst::{Client, ConnectionInfo, Progress};
 use support::{ServerConfig, TestServer};
 
@@ -243,4 +244,36 @@ async fn a_request_future_dropped_mid_flight_is_counted() {
     assert_eq!(stats.evictions.cancelled, 1, "{stats:?}");
     assert_eq!(stats.active, 0);
     assert_eq!(stats.idle, 0);
+}
+
+/// An attempt counts once a connection was asked for on the request's behalf: a
+/// refused connect is one attempt, whatever the policy; a request refused before any
+/// checkout (its URI has no scheme, or one the client does not speak) made none.
+#[tokio::test]
+async fn attempts_count_from_the_first_connection_asked_for() {
+    // A port that was just free: nobody listens there now.
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local_addr")
+    };
+    let get = |uri: &str| Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    for policy in [Policy::idempotent(), Policy::never()] {
+        let client: Client<Empty<Bytes>> = Client::builder().retry(policy).build().unwrap();
+        let err = client
+            .request(get(&format!("http://{refused}/")))
+            .await
+            .unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        assert_eq!(err.attempts(), 1, "a connection was asked for: {err:?}");
+        for uri in ["/relative", "ftp://127.0.0.1/"] {
+            let err = client.request(get(uri)).await.unwrap_err();
+            assert!(err.is_invalid_uri(), "{uri}: {err:?}");
+            assert_eq!(
+                err.attempts(),
+                0,
+                "{uri}: refused before any checkout: {err:?}"
+            );
+        }
+        assert_eq!(client.stats().connections_opened, 0);
+    }
 }

@@ -84,8 +84,9 @@ impl Policy {
         }
     }
 
-    /// How many times a request may be sent in all, the first time included. At least
-    /// 1. Defaults to 2 (one resend).
+    /// How many attempts a request may make in all, the first included. At least 1.
+    /// Defaults to 2 (one resend). An attempt counts once a connection is asked for on
+    /// the request's behalf, as [`Error::attempts`](crate::Error::attempts) counts.
     #[must_use]
     pub fn attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts;

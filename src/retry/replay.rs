@@ -23,6 +23,12 @@ use crate::error::BoxError;
 /// more than the cap has been read, recording stops and the body can no longer be
 /// replayed. A body that is empty from the start records nothing.
 ///
+/// Past the cap, only the copy that read past it goes on reading the wrapped body. A
+/// copy made earlier that has not yielded the whole body yet has lost what it still
+/// needs: its next poll yields an error saying that the body outgrew the replay cap,
+/// never an early end (a server would take a body that ends early as complete when it
+/// has no length to check it against) and never a chunk that belongs to another copy.
+///
 /// If the wrapped body yields an error, the body can never be replayed: every copy
 /// fails from then on. Replaying what was recorded and ending there would send a
 /// truncated body that the server would take as complete.
@@ -37,6 +43,11 @@ pub struct ReplayBody<B> {
 
 /// [`ReplayBody`]'s position of a copy that has yielded everything.
 const DONE: usize = usize::MAX;
+
+/// [`ReplayBody`]'s position of the one copy that reads the wrapped body past the cap,
+/// with nothing recorded: the copy that read past it, or a body sent only once
+/// ([`ReplayBody::passthrough`]). Every other copy that is not [`DONE`] fails.
+const READS_THROUGH: usize = usize::MAX - 1;
 
 /// What a [`ReplayBody`] points to.
 enum Node<B> {
@@ -80,7 +91,8 @@ impl<B> Node<B> {
         }
     }
 
-    /// This copy's index of the next recorded chunk it yields, or [`DONE`].
+    /// This copy's index of the next recorded chunk it yields, or [`DONE`], or
+    /// [`READS_THROUGH`].
     fn position(&self, shared: &Shared<B>) -> usize {
         match self {
             Node::First(_) => shared.first_position,
@@ -105,7 +117,8 @@ struct Shared<B> {
     size_hint: SizeHint,
     /// The wrapped body has ended; the recording (if not overflowed) is complete.
     ended: bool,
-    /// More than the cap was read: the recording is incomplete for good.
+    /// More than the cap was read: the recording is incomplete for good, and only the
+    /// copy at [`READS_THROUGH`] may read the wrapped body.
     overflowed: bool,
     /// The wrapped body yielded an error: there is no whole body to send, ever.
     failed: bool,
@@ -178,7 +191,9 @@ impl<B: HttpBody> ReplayBody<B> {
     pub(crate) fn passthrough(body: B) -> Self {
         let body = ReplayBody::new(body, 0);
         if let Some(node) = &body.node {
-            node.lock().overflowed = true;
+            let mut shared = node.lock();
+            shared.overflowed = true;
+            node.set_position(&mut shared, READS_THROUGH);
         }
         body
     }
@@ -186,7 +201,11 @@ impl<B: HttpBody> ReplayBody<B> {
 
 impl<B> ReplayBody<B> {
     /// A copy that sends the body again from its start, or `None` when that is no
-    /// longer possible (more than the cap was read).
+    /// longer possible (more than the cap was read, or the wrapped body failed).
+    ///
+    /// The copy relies on the recording: if any copy reads past the cap before this
+    /// one has yielded everything, this one yields an error (the body outgrew the
+    /// replay cap) rather than part of the body.
     pub fn try_clone(&self) -> Option<Self> {
         self.recording().replay()
     }
@@ -235,6 +254,12 @@ where
             node.set_position(&mut shared, DONE);
             return Poll::Ready(Some(Err(BodyFailedEarlier.into())));
         }
+        if shared.overflowed && position != READS_THROUGH {
+            // What this copy still needs was read by another copy and not kept: the
+            // rest of the wrapped body is that copy's.
+            node.set_position(&mut shared, DONE);
+            return Poll::Ready(Some(Err(OutgrewReplayCap.into())));
+        }
         if let Some(chunk) = shared.recorded.get(position) {
             let chunk = chunk.clone();
             node.set_position(&mut shared, position + 1);
@@ -274,6 +299,7 @@ where
                         } else {
                             shared.overflowed = true;
                             shared.recorded.clear();
+                            node.set_position(&mut shared, READS_THROUGH);
                         }
                     }
                     Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -319,6 +345,22 @@ impl fmt::Display for BodyFailedEarlier {
 
 impl std::error::Error for BodyFailedEarlier {}
 
+/// What a copy of a [`ReplayBody`] yields when another copy has read past the cap
+/// before this one yielded everything: the part it still needs was not kept.
+#[derive(Debug)]
+struct OutgrewReplayCap;
+
+impl fmt::Display for OutgrewReplayCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the request body outgrew the replay cap while another copy was sent, \
+             so this copy cannot be sent",
+        )
+    }
+}
+
+impl std::error::Error for OutgrewReplayCap {}
+
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayBody")
@@ -328,164 +370,4 @@ impl<B> fmt::Debug for ReplayBody<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::{BodyExt, Full};
-
-    async fn collect<B>(body: ReplayBody<B>) -> Bytes
-    where
-        B: HttpBody,
-        B::Error: Into<BoxError>,
-    {
-        body.collect().await.expect("body reads").to_bytes()
-    }
-
-    #[tokio::test]
-    async fn full_body_replays_and_keeps_its_exact_size() {
-        let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 64);
-        let again = body.try_clone().expect("nothing read yet");
-        assert_eq!(body.size_hint().exact(), Some(5));
-        assert_eq!(collect(body).await, "hello");
-        assert_eq!(again.size_hint().exact(), Some(5));
-        let third = again.try_clone().unwrap();
-        assert_eq!(collect(again).await, "hello");
-        assert_eq!(collect(third).await, "hello");
-    }
-
-    #[tokio::test]
-    async fn a_body_over_the_cap_cannot_be_replayed() {
-        let body = ReplayBody::new(Full::new(Bytes::from(vec![7u8; 100])), 64);
-        assert!(body.is_replayable());
-        let copy = body.try_clone().unwrap();
-        assert_eq!(collect(body).await.len(), 100);
-        assert!(!copy.is_replayable());
-        assert!(copy.try_clone().is_none());
-    }
-
-    /// A body that yields the given frames, one per poll.
-    struct Frames(VecDeque<Frame<Bytes>>);
-
-    impl HttpBody for Frames {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_partly_sent_body_continues_from_the_wrapped_body() {
-        let frames = Frames(VecDeque::from([
-            Frame::data(Bytes::from_static(b"ab")),
-            Frame::data(Bytes::from_static(b"cd")),
-            Frame::trailers(HeaderMap::new()),
-        ]));
-        let mut first = ReplayBody::new(frames, 64);
-        let second = first.try_clone().unwrap();
-        // The first attempt reads one chunk and fails.
-        let frame = first.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "ab");
-        drop(first);
-        // The second sends it all: the recorded chunk, then the rest, then trailers.
-        let collected = second.collect().await.unwrap();
-        assert!(collected.trailers().is_some());
-        assert_eq!(collected.to_bytes(), "abcd");
-    }
-
-    /// A body that yields `ab`, then an I/O error, then (if polled again) ends, as
-    /// `tokio_util::io::ReaderStream` does after a failed read.
-    struct FailsAfter(Option<Bytes>, bool);
-
-    impl HttpBody for FailsAfter {
-        type Data = Bytes;
-        type Error = std::io::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            if let Some(chunk) = self.0.take() {
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
-            if !self.1 {
-                self.1 = true;
-                return Poll::Ready(Some(Err(std::io::Error::other("read failed"))));
-            }
-            Poll::Ready(None)
-        }
-    }
-
-    #[tokio::test]
-    async fn a_body_that_failed_is_never_replayed_not_even_in_part() {
-        let mut first = ReplayBody::new(FailsAfter(Some(Bytes::from_static(b"ab")), false), 64);
-        let spare = first.try_clone().expect("nothing read yet");
-        assert_eq!(
-            first.frame().await.unwrap().unwrap().into_data().unwrap(),
-            "ab"
-        );
-        let error = first.frame().await.unwrap().unwrap_err();
-        assert_eq!(error.to_string(), "read failed");
-        assert!(first.frame().await.is_none(), "the failed copy ends");
-        drop(first);
-        assert!(spare.has_failed());
-        assert!(!spare.is_replayable());
-        assert!(spare.try_clone().is_none());
-        // The copy made before the failure must not send `ab` and stop as if complete.
-        let replay = spare.collect().await;
-        assert!(replay.is_err(), "a replay of a failed body must fail");
-    }
-
-    #[tokio::test]
-    async fn copies_read_at_their_own_positions_even_interleaved() {
-        let frames = Frames(VecDeque::from([
-            Frame::data(Bytes::from_static(b"ab")),
-            Frame::data(Bytes::from_static(b"cd")),
-            Frame::data(Bytes::from_static(b"ef")),
-        ]));
-        let mut first = ReplayBody::new(frames, 64);
-        let recording = first.recording();
-        let data = |frame: Option<Result<Frame<Bytes>, BoxError>>| {
-            frame
-                .expect("a frame")
-                .expect("no error")
-                .into_data()
-                .expect("data")
-        };
-        assert_eq!(data(first.frame().await), "ab");
-        // A resend's copy starts while the first copy (say, still inside hyper) has not
-        // been dropped: neither may take the other's chunks.
-        let mut again = recording.replay().expect("within the cap");
-        assert_eq!(data(again.frame().await), "ab");
-        assert_eq!(data(again.frame().await), "cd");
-        assert_eq!(data(first.frame().await), "cd");
-        assert_eq!(data(first.frame().await), "ef");
-        assert_eq!(data(again.frame().await), "ef");
-        assert!(again.frame().await.is_none());
-        assert!(first.frame().await.is_none());
-        assert!(first.is_end_stream() && again.is_end_stream());
-        // And a third copy still replays the whole body.
-        let third = recording.replay().expect("within the cap");
-        assert_eq!(collect(third).await, "abcdef");
-    }
-
-    #[test]
-    fn a_replay_body_is_one_word() {
-        // hyper's request queue keeps 32 request slots per connection: each byte here
-        // is 32 bytes of every pooled connection.
-        assert_eq!(
-            std::mem::size_of::<ReplayBody<http_body_util::Empty<Bytes>>>(),
-            std::mem::size_of::<usize>()
-        );
-    }
-
-    #[tokio::test]
-    async fn empty_body_is_at_its_end_from_the_start() {
-        let body = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 0);
-        assert!(body.is_end_stream());
-        assert!(body.try_clone().is_some());
-    }
-}
+mod tests;
