@@ -112,13 +112,38 @@ const fn case(name: &'static str, server: Server, concurrency: usize, shape: Sha
 
 const CASES: [Case; 8] = [
     case("sequential", Server::InProcess, 1, Shape::Spawned),
-    case("concurrent_64", Server::InProcess, CONCURRENCY, Shape::Spawned),
+    case(
+        "concurrent_64",
+        Server::InProcess,
+        CONCURRENCY,
+        Shape::Spawned,
+    ),
     case("nginx_sequential", Server::Nginx, 1, Shape::Spawned),
-    case("nginx_concurrent_64", Server::Nginx, CONCURRENCY, Shape::Spawned),
+    case(
+        "nginx_concurrent_64",
+        Server::Nginx,
+        CONCURRENCY,
+        Shape::Spawned,
+    ),
     case("block_on_sequential", Server::InProcess, 1, Shape::BlockOn),
-    case("block_on_concurrent_64", Server::InProcess, CONCURRENCY, Shape::BlockOn),
-    case("block_on_nginx_sequential", Server::Nginx, 1, Shape::BlockOn),
-    case("block_on_nginx_concurrent_64", Server::Nginx, CONCURRENCY, Shape::BlockOn),
+    case(
+        "block_on_concurrent_64",
+        Server::InProcess,
+        CONCURRENCY,
+        Shape::BlockOn,
+    ),
+    case(
+        "block_on_nginx_sequential",
+        Server::Nginx,
+        1,
+        Shape::BlockOn,
+    ),
+    case(
+        "block_on_nginx_concurrent_64",
+        Server::Nginx,
+        CONCURRENCY,
+        Shape::BlockOn,
+    ),
 ];
 
 struct Settings {

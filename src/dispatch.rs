@@ -83,7 +83,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             let mut conn = conn.landed();
             match sent {
                 Ok(mut response) => {
-                    conn.observe_response(response.headers());
+                    conn.observe_response(response.status(), response.headers());
                     response.extensions_mut().insert(ConnectionInfo {
                         id: conn.id,
                         reused,
@@ -138,17 +138,40 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                     if body.has_failed() {
                         // The caller's body broke, not the connection: nothing to learn
                         // about the server, and nothing that may be sent again.
+                        pool.evict(
+                            &origin,
+                            conn,
+                            Evict::RequestFailed,
+                            Duration::ZERO,
+                            "the request body failed",
+                        );
                         return Err(Error::body(progress, reused, error).with_attempts(attempts));
                     }
-                    if error.is_user() {
+                    // hyper counts "dispatch task gone" (its connection future dropped
+                    // with its runtime) as a user error too; that one is classified by
+                    // the bytes that reached the wire, like any connection failure.
+                    if error.is_user() && progress == Progress::NotWritten && !conn.task_gone() {
+                        pool.evict(
+                            &origin,
+                            conn,
+                            Evict::RequestFailed,
+                            Duration::ZERO,
+                            "hyper refused the request",
+                        );
                         return Err(Error::unsupported("hyper refused to send the request")
                             .with_source(error)
                             .with_attempts(attempts));
                     }
-                    if reused && progress != Progress::ResponseStarted {
+                    let reason = if conn.task_gone() {
+                        Evict::TaskGone
+                    } else if reused && progress != Progress::ResponseStarted {
                         // The server closed this connection after about `idle_for` idle.
                         pool.observe_server_close(&origin, idle_for);
-                    }
+                        Evict::ClosedByServer
+                    } else {
+                        Evict::RequestFailed
+                    };
+                    pool.evict(&origin, conn, reason, idle_for, "the request failed on it");
                     return Err(Error::request(progress, reused, error).with_attempts(attempts));
                 }
             }

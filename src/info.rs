@@ -231,6 +231,16 @@ pub struct Evictions {
     /// was shut down (a client kept across runtimes, as in a `static`). Not counted as
     /// closed by the server, and not learned from.
     pub task_gone: u64,
+    /// Closed after a request on it failed: the caller's own body failed, hyper
+    /// refused the request, or the connection failed before the response was complete
+    /// (a stale reused connection the server had closed counts as `closed_by_server`).
+    pub request_failed: u64,
+    /// Closed because its response body was dropped (or failed) before its end: a
+    /// connection with part of a response unread cannot carry another request.
+    pub response_unfinished: u64,
+    /// Handed to the caller after `101 Switching Protocols`
+    /// (`hyper::upgrade::on`); it never returns to the pool.
+    pub upgraded: u64,
 }
 
 impl Evictions {
@@ -256,6 +266,9 @@ impl Evictions {
             cancelled,
             connection_limit,
             task_gone,
+            request_failed,
+            response_unfinished,
+            upgraded,
         } = *self;
         [
             ("idle_timeout", idle_timeout),
@@ -269,6 +282,9 @@ impl Evictions {
             ("cancelled", cancelled),
             ("connection_limit", connection_limit),
             ("task_gone", task_gone),
+            ("request_failed", request_failed),
+            ("response_unfinished", response_unfinished),
+            ("upgraded", upgraded),
         ]
         .into_iter()
     }

@@ -28,6 +28,44 @@ use crate::header;
 use crate::io::SocketHandle;
 use crate::origin::Origin;
 
+/// How hyper's connection future ended, as far as it tells: with what the pool reads
+/// from the socket (see `liveness`), who ended the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DriverEnd {
+    /// It read the end of the stream (a FIN, or a `close_notify` over TLS).
+    Clean,
+    /// An IO error from the socket: a RST, most often.
+    Io,
+    /// The IO error tokio gives every socket of a runtime that is shutting down.
+    RuntimeGone,
+    /// Anything else: bytes it could not take as a response, a protocol error.
+    Protocol,
+}
+
+impl DriverEnd {
+    fn of(result: &hyper::Result<()>) -> DriverEnd {
+        match result {
+            Ok(()) => DriverEnd::Clean,
+            Err(error) => {
+                let mut source = std::error::Error::source(error);
+                while let Some(cause) = source {
+                    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                        // tokio fails the IO of a runtime being shut down with an
+                        // `Other` error; a peer's close or reset has a kind of its own.
+                        return if io.kind() == std::io::ErrorKind::Other {
+                            DriverEnd::RuntimeGone
+                        } else {
+                            DriverEnd::Io
+                        };
+                    }
+                    source = cause.source();
+                }
+                DriverEnd::Protocol
+            }
+        }
+    }
+}
+
 /// A freshly opened connection as the connector and handshake produce it.
 pub(crate) struct Connected<B> {
     pub(crate) tx: SendRequest<B>,
@@ -62,6 +100,16 @@ pub(crate) struct Conn<B> {
     pub(crate) server_remaining: Option<u64>,
     /// `Connection: close` was on the request or the response.
     close: bool,
+    /// The last response was `101 Switching Protocols`: the IO is the caller's now.
+    upgraded: bool,
+    /// When the idle period began: when the last response head reached hyper (or the
+    /// connection opened). A server starts its idle timer once it has written the
+    /// response, which it has begun by then, so this is the earliest moment that timer
+    /// can have started: counting from here closes the connection no later than the
+    /// server would, however slowly the caller reads the body (see `deadline`).
+    pub(super) idle_since: Instant,
+    /// How hyper's connection future ended, once it has while parked here.
+    pub(super) ended: Option<DriverEnd>,
     /// hyper's connection future while it is parked here (see [`driver`](super::driver)):
     /// `None` once it runs on a task of its own, or once it ended.
     driver: Option<Driver>,
@@ -77,8 +125,9 @@ impl<B> Conn<B> {
         self.watch.task_gone()
     }
 
-    /// When the server did something (or the runtime shut down) while the connection
-    /// was idle and parked; see [`driver`](super::driver).
+    /// When the parked future's waker was woken while the connection was idle (the
+    /// server did something, or the runtime shut down, or anything else that wakes
+    /// it); see [`driver`](super::driver).
     pub(super) fn woken_at(&self) -> Option<Instant> {
         if self.driver.is_some() {
             self.watch.woken_at()
@@ -106,6 +155,9 @@ impl<B> Conn<B> {
             hint_timeout: None,
             server_remaining: None,
             close: false,
+            upgraded: false,
+            idle_since: Instant::now(),
+            ended: None,
             watch,
             slot,
         }
@@ -144,19 +196,58 @@ impl<B> Conn<B> {
     /// that whatever the server does while the connection is idle wakes the pool.
     /// Returns whether the connection is still open.
     pub(crate) fn park(&mut self) -> bool {
-        let Some(driver) = self.driver.as_mut() else {
+        if self.driver.is_none() {
             return !self.tx.is_closed();
-        };
+        }
+        self.poll_parked()
+    }
+
+    /// Reads a wake of the parked future: polls it again. `true` when the connection
+    /// is still open (the wake was a TLS record the session consumed, a spent coop
+    /// budget, or anything else that left the connection usable), `false` when it
+    /// ended (see [`Conn::ended`]).
+    pub(super) fn read_wake(&mut self) -> bool {
+        if self.driver.is_none() {
+            return !self.tx.is_closed();
+        }
+        self.poll_parked()
+    }
+
+    /// Polls the parked future with the watch as its waker, outside tokio's
+    /// cooperative budget: a poll refused for a spent budget returns `Pending` and
+    /// wakes its own waker at once, which would read as news from the server.
+    fn poll_parked(&mut self) -> bool {
         self.watch.parked();
         let waker = Waker::from(Arc::clone(&self.watch));
-        if let Poll::Ready(result) = driver.as_mut().poll(&mut Context::from_waker(&waker)) {
-            if let Err(error) = result {
-                tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
+        let polled = match self.driver.as_mut() {
+            Some(driver) => {
+                let mut unconstrained =
+                    std::pin::pin!(tokio::task::unconstrained(poll_fn(|cx| driver
+                        .as_mut()
+                        .poll(cx))));
+                unconstrained
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
             }
-            self.driver = None;
-            return false;
+            None => return !self.tx.is_closed(),
+        };
+        match polled {
+            Poll::Ready(result) => {
+                self.driver_ended(result);
+                false
+            }
+            Poll::Pending => true,
         }
-        true
+    }
+
+    /// hyper's connection future finished while it was polled here.
+    fn driver_ended(&mut self, result: hyper::Result<()>) {
+        if let Err(error) = &result {
+            tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
+        }
+        self.ended = Some(DriverEnd::of(&result));
+        // The connection is closed: hyper's `SendRequest` now says so.
+        self.driver = None;
     }
 
     /// Polls hyper's connection future if no task of its own runs it: this is how a
@@ -166,13 +257,14 @@ impl<B> Conn<B> {
             return false;
         };
         if let Poll::Ready(result) = driver.as_mut().poll(cx) {
-            if let Err(error) = result {
-                tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
-            }
-            // The connection is closed: hyper's `SendRequest` now says so.
-            self.driver = None;
+            self.driver_ended(result);
         }
         true
+    }
+
+    /// Marks the connection's end as counted; `false` if it already was.
+    pub(super) fn mark_counted(&self) -> bool {
+        self.watch.mark_counted()
     }
 
     pub(crate) fn origin(&self) -> &Origin {
@@ -188,6 +280,10 @@ impl<B> Conn<B> {
         self.close
     }
 
+    pub(super) fn upgraded(&self) -> bool {
+        self.upgraded
+    }
+
     /// Called as a request is dispatched on this connection.
     pub(crate) fn begin_request(&mut self, request_headers: &HeaderMap) {
         self.requests += 1;
@@ -195,8 +291,11 @@ impl<B> Conn<B> {
         self.close |= header::connection_has(request_headers, "close");
     }
 
-    /// Reads what the response head says about the connection's future.
-    pub(crate) fn observe_response(&mut self, headers: &HeaderMap) {
+    /// Reads what the response head says about the connection's future; the idle
+    /// period starts now (see [`Conn::idle_since`]).
+    pub(crate) fn observe_response(&mut self, status: http::StatusCode, headers: &HeaderMap) {
+        self.idle_since = Instant::now();
+        self.upgraded |= status == http::StatusCode::SWITCHING_PROTOCOLS;
         self.close |= header::connection_has(headers, "close");
         match header::from_headers(headers) {
             Ok(Some(hint)) => {
@@ -361,17 +460,17 @@ pub(super) mod tests {
             header::KEEP_ALIVE,
             "timeout=18446744073709551615".parse().unwrap(),
         );
-        conn.observe_response(&headers);
+        conn.observe_response(http::StatusCode::OK, &headers);
         assert_eq!(conn.hint_timeout, Some(MAX_KEEP_ALIVE_HINT));
         headers.insert(header::KEEP_ALIVE, "timeout=86399".parse().unwrap());
-        conn.observe_response(&headers);
+        conn.observe_response(http::StatusCode::OK, &headers);
         assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
         // A malformed hint leaves the last good one in place.
         headers.insert(
             header::KEEP_ALIVE,
             "timeout=99999999999999999999".parse().unwrap(),
         );
-        conn.observe_response(&headers);
+        conn.observe_response(http::StatusCode::OK, &headers);
         assert_eq!(conn.hint_timeout, Some(Duration::from_secs(86_399)));
     }
 }

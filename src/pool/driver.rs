@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::stats::Counters;
+use super::stats::{Counters, Evict};
 use super::Pool;
 use crate::origin::Origin;
 
@@ -77,6 +77,11 @@ pub(super) struct Watch {
     /// Set when the future's task was dropped unfinished (its runtime shut down): the
     /// connection then reads as closed, but the server did nothing.
     task_gone: AtomicBool,
+    /// The connection's end has been counted under an eviction reason
+    /// ([`Pool::count_eviction`](super::Pool::count_eviction)). One that was not is
+    /// counted when the watch goes, so that every connection the pool opened ends
+    /// under exactly one reason.
+    counted: AtomicBool,
     /// When the watch was woken while the connection was idle and parked.
     ///
     /// Nanoseconds after `opened_at`, plus one; 0 while not woken. An atomic rather
@@ -101,6 +106,7 @@ impl Watch {
             origin,
             in_use: AtomicBool::new(true),
             task_gone: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
             woken_at: AtomicU64::new(NOT_WOKEN),
             woken,
             opened_at: Instant::now(),
@@ -134,11 +140,28 @@ impl Watch {
     pub(super) fn task_gone(&self) -> bool {
         self.task_gone.load(Ordering::Relaxed)
     }
+
+    /// Marks the connection's end as counted; `false` if it already was.
+    pub(super) fn mark_counted(&self) -> bool {
+        !self.counted.swap(true, Ordering::Relaxed)
+    }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         if let Some(counters) = self.counters.upgrade() {
+            if !*self.counted.get_mut() {
+                // Every path that closes a connection names its reason; this is the net
+                // under them, so that `connections_opened` always equals the open
+                // connections plus the evictions.
+                let reason = if *self.task_gone.get_mut() {
+                    Evict::TaskGone
+                } else {
+                    Evict::RequestFailed
+                };
+                tracing::debug!(origin = %self.origin, conn = self.id, reason = reason.as_str(), "connection ended");
+                counters.count_eviction(&self.origin, reason, Duration::ZERO);
+            }
             counters.record_connection_closed(&self.origin, self.opened_at);
         }
     }

@@ -134,10 +134,7 @@ pub(crate) struct Checkout<B> {
 
 /// How a checkout proceeds, as decided under the lock.
 enum Step<'a, B: Send + 'static> {
-    Reuse {
-        conn: Conn<B>,
-        since: Instant,
-    },
+    Reuse(Idle<B>),
     Connect(Slot<B>),
     /// A fresh connection at `max_connections_per_origin`: close this idle one and
     /// open the new one in its slot.
@@ -175,22 +172,31 @@ impl<B: Send + 'static> Pool<B> {
     /// `fresh` skips the idle list: a resend after a stale-connection failure goes on a
     /// new connection, as the other idle ones may be just as stale. At
     /// `max_connections_per_origin` it closes the least recently used idle connection
-    /// and opens the new one in its place; with none idle, it takes the first
-    /// connection freed, which has just finished a response.
+    /// and opens the new one in its place; with none idle, it waits its turn and opens
+    /// the new connection in the slot of the first one freed.
+    ///
+    /// A waiter keeps its place and its deadline (`checkout_timeout`, counted from when
+    /// the checkout began): a connection granted to it that fails the look before
+    /// reuse is closed, and the waiter opens a new one in its slot.
     pub(crate) async fn checkout(
         self: &Arc<Self>,
         origin: &Origin,
         fresh: bool,
     ) -> Result<Checkout<B>, Error> {
+        let wait_until = self
+            .config
+            .checkout_timeout
+            .map(|limit| (deadline::deadline_after(Instant::now(), limit), limit));
         loop {
             let mut closing = Vec::new();
             let step = self.next_step(origin, fresh, &mut closing);
             let now = Instant::now();
             self.close_all(origin, closing, now);
             match step {
-                Step::Reuse { conn, since } => {
-                    let idle_for = now.saturating_duration_since(since);
-                    if let Some(conn) = self.hand_out(origin, conn, idle_for) {
+                Step::Reuse(idle) => {
+                    let idle_for = now.saturating_duration_since(idle.since);
+                    // On failure the slot drops here, and the next idle one is tried.
+                    if let Ok(conn) = self.hand_out(origin, idle, now) {
                         return Ok(Checkout {
                             conn,
                             reused: true,
@@ -201,26 +207,39 @@ impl<B: Send + 'static> Pool<B> {
                 Step::Connect(slot) => return self.connect(origin, slot).await,
                 Step::Replace(idle) => {
                     let idle_for = now.saturating_duration_since(idle.since);
-                    self.count_eviction(origin, &idle.conn, Evict::ConnectionLimit, idle_for, "");
-                    return self.connect(origin, idle.conn.into_slot()).await;
+                    let slot = self.retire(origin, idle.conn, Evict::ConnectionLimit, idle_for, "");
+                    return self.connect(origin, slot).await;
                 }
-                Step::Wait(waiting) => {
-                    match waiting.granted(self.config.checkout_timeout).await? {
-                        Some(Grant::Conn(conn)) => {
-                            if let Some(conn) = self.hand_out(origin, conn, Duration::ZERO) {
-                                return Ok(Checkout {
-                                    conn,
-                                    reused: true,
-                                    idle_for: Duration::ZERO,
-                                });
-                            }
+                Step::Wait(waiting) => match waiting.granted(wait_until).await? {
+                    Some(Grant::Conn(idle)) => {
+                        let now = Instant::now();
+                        let idle_for = now.saturating_duration_since(idle.since);
+                        if fresh {
+                            // A resend asked for a new connection, not a reused one.
+                            let slot = self.retire(
+                                origin,
+                                idle.conn,
+                                Evict::ConnectionLimit,
+                                idle_for,
+                                "",
+                            );
+                            return self.connect(origin, slot).await;
                         }
-                        Some(Grant::Permit(slot)) => return self.connect(origin, slot).await,
-                        // Senders are only dropped with the pool, which `self` keeps
-                        // alive; should that ever change, waiting again is still right.
-                        None => {}
+                        return match self.hand_out(origin, idle, now) {
+                            Ok(conn) => Ok(Checkout {
+                                conn,
+                                reused: true,
+                                idle_for,
+                            }),
+                            // Its turn stays its turn: a new connection in the slot.
+                            Err(slot) => self.connect(origin, slot).await,
+                        };
                     }
-                }
+                    Some(Grant::Permit(slot)) => return self.connect(origin, slot).await,
+                    // Senders are only dropped with the pool, which `self` keeps
+                    // alive; should that ever change, waiting again is still right.
+                    None => {}
+                },
             }
         }
     }
@@ -274,18 +293,15 @@ impl<B: Send + 'static> Pool<B> {
                         detail: "connection task ended",
                     });
                 } else {
-                    return Step::Reuse {
-                        conn: candidate.conn,
-                        since: candidate.since,
-                    };
+                    return Step::Reuse(candidate);
                 }
             }
             // A waiter comes first: the connection is checked in to it in a moment.
             if entry.waiters.is_empty() && !entry.pending.is_empty() {
                 let learned = learn::learned_for(learned, origin, now, &self.config);
                 let ready = pending::take_ready_pending(entry, &self.config, now, learned, closing);
-                if let Some(conn) = ready {
-                    return Step::Reuse { conn, since: now };
+                if let Some(idle) = ready {
+                    return Step::Reuse(idle);
                 }
             }
         }
@@ -321,7 +337,7 @@ impl<B: Send + 'static> Pool<B> {
     fn checkin_inner(self: &Arc<Self>, returned: Returned<'_, B>, reusable: bool) {
         let now = Instant::now();
         let mut guard = self.lock();
-        let mut conn = match returned {
+        let conn = match returned {
             Returned::Conn(conn) => conn,
             Returned::Pending(pending) => {
                 let Some(conn) = pending.take() else {
@@ -334,42 +350,47 @@ impl<B: Send + 'static> Pool<B> {
             }
         };
         let origin = Arc::clone(conn.shared_origin());
+        let since = conn.idle_since;
         if !reusable {
             drop(guard);
-            if conn.close_requested() {
-                self.evict(&origin, conn, Evict::ConnectionClose, Duration::ZERO, "");
-            }
+            self.close_unusable(&origin, conn, now);
             return;
         }
         let state = &mut *guard;
         let learned = learn::learned_for(&mut state.learned, &origin, now, &self.config);
-        if let Some(reason) = deadline::retire_reason(&conn, &self.config, now, learned) {
+        // Counted from when the response head arrived, not from now: the caller may
+        // have taken its time reading the body, while the server's timer ran.
+        let (deadline, reason) = deadline::deadline(&conn, &self.config, since, learned);
+        let retire = deadline::retire_reason(&conn, &self.config, now, learned)
+            .or((deadline <= now).then_some(reason));
+        if let Some(reason) = retire {
             drop(guard);
-            self.evict(&origin, conn, reason, Duration::ZERO, "");
+            let idle_for = now.saturating_duration_since(since);
+            self.evict(&origin, conn, reason, idle_for, "");
             return;
         }
-        let (deadline, reason) = deadline::deadline(&conn, &self.config, now, learned);
         let entry = state
             .origins
             .get_mut(&*origin)
             .expect("an origin entry lives as long as one of its slots");
+        let mut idle = Idle {
+            conn,
+            since,
+            deadline,
+            reason,
+        };
         // Only when someone waits: a round trip through `grant_conn` copies the
         // connection twice, on every check-in.
         if !entry.waiters.is_empty() {
-            match slots::grant_conn(&mut entry.waiters, conn) {
-                Some(not_taken) => conn = not_taken,
+            match slots::grant_conn(&mut entry.waiters, idle) {
+                Some(not_taken) => idle = not_taken,
                 None => return,
             }
         }
         let mut displaced = None;
         let mut start_reaper = None;
         if self.config.max_idle_per_origin == 0 {
-            displaced = Some(Idle {
-                conn,
-                since: now,
-                deadline,
-                reason,
-            });
+            displaced = Some(idle);
         } else {
             if entry.idle.len() >= self.config.max_idle_per_origin {
                 displaced = entry.idle.pop_front();
@@ -377,14 +398,8 @@ impl<B: Send + 'static> Pool<B> {
                     state.idle.remove(lru);
                 }
             }
-            let key = (deadline, conn.id);
-            // Built in place in the list: this is the hottest path of a check-in.
-            entry.idle.push_back(Idle {
-                conn,
-                since: now,
-                deadline,
-                reason,
-            });
+            let key = idle.key();
+            entry.idle.push_back(idle);
             state.idle.insert(key, &origin);
             start_reaper = self.reaper_for_new_deadline(state, key);
         }

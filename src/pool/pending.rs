@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::idle::Idle;
 use super::{deadline, Closing, Conn, OriginState, Pool};
 use crate::config::PoolConfig;
 use crate::origin::Origin;
@@ -165,7 +166,7 @@ pub(super) fn take_ready_pending<B>(
     now: Instant,
     learned: Option<Duration>,
     closing: &mut Vec<Closing<B>>,
-) -> Option<Conn<B>> {
+) -> Option<Idle<B>> {
     // The most recent first: the likeliest to have just finished.
     let mut i = entry.pending.len();
     while i > 0 {
@@ -174,18 +175,25 @@ pub(super) fn take_ready_pending<B>(
             continue;
         };
         entry.pending.swap_remove(i);
-        let retire = deadline::retire_reason(&conn, config, now, learned).or_else(|| {
-            let (deadline, reason) = deadline::deadline(&conn, config, now, learned);
-            (deadline <= now).then_some(reason)
-        });
+        let since = conn.idle_since;
+        let (deadline, reason) = deadline::deadline(&conn, config, since, learned);
+        let retire = deadline::retire_reason(&conn, config, now, learned)
+            .or((deadline <= now).then_some(reason));
         match retire {
             Some(reason) => closing.push(Closing {
                 conn,
-                since: now,
+                since,
                 reason,
                 detail: "",
             }),
-            None => return Some(conn),
+            None => {
+                return Some(Idle {
+                    conn,
+                    since,
+                    deadline,
+                    reason,
+                })
+            }
         }
     }
     None

@@ -120,16 +120,25 @@ impl<B> Pool<B> {
             let mut guard = self.lock();
             let state = &mut *guard;
             for (origin, id) in woken {
-                // Only a connection still idle and parked since its watch was woken: a
-                // request that took it meanwhile polls its future itself.
-                let still_woken = state.origins.get(&origin).is_some_and(|entry| {
-                    entry
-                        .idle
-                        .iter()
-                        .any(|idle| idle.conn.id == id && idle.conn.woken_at().is_some())
-                });
-                if still_woken {
-                    news.extend(state.take_idle(&origin, id).map(|idle| (origin, idle)));
+                // A wake is read by polling the parked future again: only a connection
+                // still idle and parked since its watch was woken (a request that took
+                // it meanwhile polls the future itself), and only one that ended leaves.
+                let Some(entry) = state.origins.get_mut(&origin) else {
+                    continue;
+                };
+                let Some(position) = entry
+                    .idle
+                    .iter()
+                    .position(|idle| idle.conn.id == id && idle.conn.woken_at().is_some())
+                else {
+                    continue;
+                };
+                if entry.idle[position].conn.read_wake() {
+                    continue;
+                }
+                if let Some(idle) = entry.idle.remove(position) {
+                    state.idle.remove(&idle);
+                    news.push((origin, idle));
                 }
             }
             while let Some((id, origin)) = state.idle.pop_expired(now) {
@@ -152,9 +161,9 @@ impl<B> Pool<B> {
             state.reaper_wakes_at = next;
             next
         };
-        // Idle connections whose server sent something (most often a FIN).
+        // Idle connections whose future ended (most often the server's FIN).
         for (origin, idle) in news {
-            self.close_woken(&origin, idle.conn, idle.since);
+            self.close_ended(&origin, idle.conn, idle.since);
         }
         for (origin, idle) in expired {
             let idle_for = now.saturating_duration_since(idle.since);

@@ -26,9 +26,11 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{Conn, Pool};
+use super::idle::Idle;
+use super::Pool;
 use crate::error::{Error, Kind};
 use crate::origin::Origin;
+use tokio::time::Instant;
 
 /// One unit of an origin's connection count. See the module docs.
 pub(crate) struct Slot<B> {
@@ -86,7 +88,8 @@ impl<B> Drop for Slot<B> {
 /// What a waiting checkout receives: a connection someone just finished with, or the
 /// right to open a new one.
 pub(super) enum Grant<B> {
-    Conn(Conn<B>),
+    /// With the deadline it had when it was checked in.
+    Conn(Idle<B>),
     Permit(Slot<B>),
 }
 
@@ -98,16 +101,16 @@ pub(super) struct Waiter<B> {
 
 /// Offers `conn` to the first live waiter of `waiters`; returns it when none took it.
 #[inline]
-pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, conn: Conn<B>) -> Option<Conn<B>> {
-    let mut conn = conn;
+pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, idle: Idle<B>) -> Option<Idle<B>> {
+    let mut idle = idle;
     while let Some(waiter) = waiters.pop_front() {
-        match waiter.tx.send(Grant::Conn(conn)) {
+        match waiter.tx.send(Grant::Conn(idle)) {
             Ok(()) => return None,
-            Err(Grant::Conn(returned)) => conn = returned,
+            Err(Grant::Conn(returned)) => idle = returned,
             Err(Grant::Permit(_)) => unreachable!("a Conn grant comes back as sent"),
         }
     }
-    Some(conn)
+    Some(idle)
 }
 
 /// A checkout's place in the FIFO queue and the receiving end of its grant.
@@ -147,14 +150,15 @@ impl<'a, B: Send + 'static> Waiting<'a, B> {
         }
     }
 
-    /// Waits for the grant, at most `limit`. `Ok(None)` when the queue was dropped
+    /// Waits for the grant until `until` (the checkout's deadline, and the
+    /// `checkout_timeout` it came from). `Ok(None)` when the queue was dropped
     /// without a grant.
     pub(super) async fn granted(
         mut self,
-        limit: Option<Duration>,
+        until: Option<(Instant, Duration)>,
     ) -> Result<Option<Grant<B>>, Error> {
-        let grant = match limit {
-            Some(limit) => tokio::time::timeout(limit, &mut self)
+        let grant = match until {
+            Some((deadline, limit)) => tokio::time::timeout_at(deadline, &mut self)
                 .await
                 .map_err(|_| Error::new(Kind::CheckoutTimeout(limit)))?,
             None => (&mut self).await,
@@ -193,7 +197,7 @@ impl<B: Send + 'static> Drop for Waiting<'_, B> {
         drop(removed);
         // Outside the lock: both paths below take it.
         match raced {
-            Some(Grant::Conn(conn)) => self.pool.checkin(conn, true),
+            Some(Grant::Conn(idle)) => self.pool.checkin(idle.conn, true),
             // Dropping the slot passes it to the next waiter.
             Some(Grant::Permit(slot)) => drop(slot),
             None => {}

@@ -92,6 +92,9 @@ struct Shared {
     /// Set when a layer that counts `delivered` wraps the socket: from then on, that
     /// count (not the socket's) tells whether a response started.
     layered: AtomicBool,
+    /// A read found the peer's end of the stream (a FIN) or an error (a RST): the
+    /// server closed, whatever the client did after.
+    peer_closed: AtomicBool,
 }
 
 /// A socket as the pool uses it; [`TcpIo`](super::TcpIo) and
@@ -130,6 +133,7 @@ impl SocketIo {
                 bytes_written: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 layered: AtomicBool::new(false),
+                peer_closed: AtomicBool::new(false),
             }),
         }
     }
@@ -170,6 +174,11 @@ impl SocketHandle {
             #[cfg(unix)]
             Stream::Unix(_) => SocketOptions::default(),
         }
+    }
+
+    /// Whether a read found the peer's FIN or an error (a RST) on the socket.
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.shared.peer_closed.load(Ordering::Acquire)
     }
 
     /// Bytes read from the socket so far (with TLS: encrypted bytes, records and
@@ -280,11 +289,17 @@ impl SocketIo {
             match result {
                 Ok(n) => {
                     shared.bytes_read.fetch_add(n as u64, Ordering::AcqRel);
+                    if n == 0 && len > 0 {
+                        shared.peer_closed.store(true, Ordering::Release);
+                    }
                     return Poll::Ready(Ok(n));
                 }
                 // Readiness was cleared by `try_io`; wait for the next edge.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => {
+                    shared.peer_closed.store(true, Ordering::Release);
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }

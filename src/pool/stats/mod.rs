@@ -45,14 +45,20 @@ pub(crate) enum Evict {
     ConnectionLimit,
     /// Found idle and unusable: the runtime its socket was registered with shut down.
     TaskGone,
+    /// A request on it failed.
+    RequestFailed,
+    /// Its response body was dropped or failed before its end.
+    ResponseUnfinished,
+    /// Handed to the caller after `101 Switching Protocols`.
+    Upgraded,
 }
 
 // Indexing the counters with `reason as usize` relies on this: the last variant's
 // index is the last slot of the array.
-const _: () = assert!(Evict::TaskGone as usize + 1 == Evict::COUNT);
+const _: () = assert!(Evict::Upgraded as usize + 1 == Evict::COUNT);
 
 impl Evict {
-    pub(crate) const COUNT: usize = 11;
+    pub(crate) const COUNT: usize = 14;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +75,9 @@ impl Evict {
                 "max connections per origin: making room for a fresh connection"
             }
             Evict::TaskGone => "its runtime shut down",
+            Evict::RequestFailed => "a request on it failed",
+            Evict::ResponseUnfinished => "response body dropped before its end",
+            Evict::Upgraded => "upgraded (101 Switching Protocols)",
         }
     }
 }
@@ -94,6 +103,19 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    /// Counts a connection of `origin` closed for `reason` after `idle_for` idle.
+    pub(super) fn count_eviction(&self, origin: &Origin, reason: Evict, idle_for: Duration) {
+        self.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(record) = self.origins.get(origin) {
+            record.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
+            // A connection retired as its response ended was never idle: only one that
+            // sat idle until its deadline shows the client closing first.
+            if reason.is_deadline() && !idle_for.is_zero() {
+                record.closed_by_client.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Connection `opened_at` to `origin` has ended: with the `metrics` feature, its
     /// lifetime goes to `http.client.connection.duration`.
     pub(super) fn record_connection_closed(&self, origin: &Origin, opened_at: Instant) {
@@ -130,6 +152,9 @@ fn evictions(counters: &[AtomicU64; Evict::COUNT]) -> Evictions {
         idle_list_full: e(Evict::IdleListFull),
         connection_limit: e(Evict::ConnectionLimit),
         task_gone: e(Evict::TaskGone),
+        request_failed: e(Evict::RequestFailed),
+        response_unfinished: e(Evict::ResponseUnfinished),
+        upgraded: e(Evict::Upgraded),
         learned_timeout: e(Evict::LearnedTimeout),
         cancelled: e(Evict::Cancelled),
     }
@@ -179,14 +204,10 @@ impl<B> Pool<B> {
         idle_for: Duration,
         detail: &str,
     ) {
-        self.counters.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
-        if let Some(record) = self.counters.origins.get(origin) {
-            record.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
-            // A connection retired as its response ended was never idle: only one that
-            // sat idle until its deadline shows the client closing first.
-            if reason.is_deadline() && !idle_for.is_zero() {
-                record.closed_by_client.fetch_add(1, Ordering::Relaxed);
-            }
+        // Counted once: a connection whose end was not counted by then is counted when
+        // its watch goes (see `Watch`'s `Drop`).
+        if conn.mark_counted() {
+            self.counters.count_eviction(origin, reason, idle_for);
         }
         tracing::debug!(
             origin = %origin,
