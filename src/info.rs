@@ -22,8 +22,9 @@ pub struct ConnectionInfo {
     pub id: u64,
     /// Whether the connection had served an earlier request.
     pub reused: bool,
-    /// How long the connection sat idle in the pool before this request
-    /// (zero for a new connection).
+    /// How long the connection had been idle before this request, counted from when
+    /// the previous response's head arrived (the earliest moment the server can have
+    /// started its idle timer; see the crate docs), zero for a new connection.
     pub idle_for: Duration,
     /// How many requests the connection has carried, this one included.
     pub requests: u64,
