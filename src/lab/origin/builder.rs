@@ -98,6 +98,16 @@ impl OriginBuilder {
         self
     }
 
+    /// Appends `len` bytes (`.`) to the body of every answer (`200 OK`, numbered or
+    /// not), with a `content-length` to match: a body larger than hyper takes in with
+    /// the head (a few KiB) keeps the connection busy until the caller reads it, while
+    /// the origin, having written it all into the socket, starts its idle timer at
+    /// once. Defaults to 0.
+    pub fn body_padding(mut self, len: usize) -> Self {
+        self.settings.body_padding = len;
+        self
+    }
+
     /// Speaks TLS with `config` on its TCP listener (feature `rustls`): every
     /// connection starts with a handshake, and every close the origin makes with a
     /// FIN (the idle timer, `Connection: close`) sends a `close_notify` alert first, as
@@ -106,6 +116,22 @@ impl OriginBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
         self.transport.tls = Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)));
+        self
+    }
+
+    /// Over TLS ([`tls`](OriginBuilder::tls)): once a connection has been idle this
+    /// long after a response (or after accept), send a TLS 1.3 `KeyUpdate` record
+    /// (rustls' `refresh_traffic_keys`) and keep the connection open, once per idle
+    /// period. A server may send such records at any time; a client must not take the
+    /// ciphertext that arrives on an idle connection for a close or for stray bytes.
+    /// No effect on plain TCP or Unix sockets, nor on a TLS 1.2 connection (where the
+    /// record does not exist); [`Origin::tls_key_updates`] counts the records sent.
+    /// The idle timer
+    /// ([`OriginConfig::idle_timeout`]) keeps running. Defaults to never.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_key_update_when_idle(mut self, after: Duration) -> Self {
+        self.settings.tls_key_update_when_idle = Some(after);
         self
     }
 

@@ -137,6 +137,11 @@ pub(super) struct Settings {
     pub(super) faults: HashMap<String, Fault>,
     /// Test-style responses: body `ok N`, `x-connection` and `x-handler-calls-for-id`.
     pub(super) numbered_responses: bool,
+    /// Over TLS: send a TLS 1.3 `KeyUpdate` once a connection has been idle this long
+    /// (once per idle period), and keep it open.
+    pub(super) tls_key_update_when_idle: Option<Duration>,
+    /// Bytes of `.` appended to every answer's body.
+    pub(super) body_padding: usize,
 }
 
 impl From<OriginConfig> for Settings {
@@ -154,6 +159,8 @@ impl From<OriginConfig> for Settings {
             random_delay: None,
             faults: HashMap::new(),
             numbered_responses: false,
+            tls_key_update_when_idle: None,
+            body_padding: 0,
         }
     }
 }

@@ -158,13 +158,8 @@ impl Conn {
         let mut idle_since = Instant::now();
         loop {
             if self.buf.is_empty() {
-                // An idle timeout past what an `Instant` holds never fires.
-                let read = match idle_since.checked_add(self.settings.idle_timeout) {
-                    Some(deadline) => match tokio::time::timeout_at(deadline, self.fill()).await {
-                        Ok(read) => read,
-                        Err(_elapsed) => return self.idle_close().await,
-                    },
-                    None => self.fill().await,
+                let Some(read) = self.idle_read(idle_since).await else {
+                    return self.idle_close().await;
                 };
                 match read {
                     Ok(0) => return self.client_closed(),
@@ -184,6 +179,52 @@ impl Conn {
                 Err(None) => return,
             }
         }
+    }
+
+    /// Waits for the first bytes of the next request on a connection idle since
+    /// `idle_since`; `None` when the idle timer fires first. On the way, the TLS
+    /// `KeyUpdate` of [`Settings::tls_key_update_when_idle`], once.
+    async fn idle_read(&mut self, idle_since: Instant) -> Option<io::Result<usize>> {
+        // An idle timeout past what an `Instant` holds never fires.
+        let deadline = idle_since.checked_add(self.settings.idle_timeout);
+        let key_update_at = self
+            .settings
+            .tls_key_update_when_idle
+            .and_then(|after| idle_since.checked_add(after))
+            .filter(|at| deadline.is_none_or(|deadline| *at < deadline));
+        if let Some(at) = key_update_at {
+            // Cancelling a read loses nothing: bytes reach `buf` only when it completes.
+            match tokio::time::timeout_at(at, self.fill()).await {
+                Ok(read) => return Some(read),
+                Err(_elapsed) => {
+                    if let Err(error) = self.key_update().await {
+                        return Some(Err(error));
+                    }
+                }
+            }
+        }
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.fill()).await.ok(),
+            None => Some(self.fill().await),
+        }
+    }
+
+    /// Writes a TLS 1.3 `KeyUpdate` record, if the connection is TLS 1.3; an error is
+    /// the peer gone.
+    async fn key_update(&mut self) -> io::Result<()> {
+        let Some(stream) = &mut self.stream else {
+            return Ok(());
+        };
+        match stream.refresh_tls_keys() {
+            Ok(true) => {
+                stream.flush().await?;
+                Stats::add(&self.stats.tls_key_updates);
+            }
+            Ok(false) => {}
+            // TLS 1.2 has no such record: nothing sent, the connection stays as it is.
+            Err(error) => tracing::debug!(%error, "lab origin: no TLS key update"),
+        }
+        Ok(())
     }
 
     /// Reads the body of the request with `head`, counts it and answers. `Err` ends

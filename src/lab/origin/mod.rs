@@ -159,6 +159,12 @@ impl Origin {
         Stats::get(&self.stats.closes_done)
     }
 
+    /// TLS 1.3 `KeyUpdate` records written and flushed on idle connections
+    /// ([`OriginBuilder::tls_key_update_when_idle`]).
+    pub fn tls_key_updates(&self) -> usize {
+        Stats::get(&self.stats.tls_key_updates)
+    }
+
     /// How many times the request with `x-request-id: id` was executed.
     pub fn executions(&self, id: &str) -> usize {
         Stats::count(&self.stats.executions, id)

@@ -34,11 +34,12 @@ pub(super) struct Answer<'a> {
 impl Answer<'_> {
     pub(super) fn to_bytes(&self) -> Vec<u8> {
         let settings = self.settings;
-        let body = if settings.numbered_responses {
+        let mut body = if settings.numbered_responses {
             format!("ok {}", self.served)
         } else {
             BODY.to_owned()
         };
+        body.extend(std::iter::repeat_n('.', settings.body_padding));
         let mut head = String::from("HTTP/1.1 200 OK\r\n");
         if settings.numbered_responses {
             head.push_str(&format!(

@@ -32,6 +32,8 @@ pub(super) struct Stats {
     pub(super) idle_closes: AtomicUsize,
     /// Closes by the origin whose FIN or RST has been sent.
     pub(super) closes_done: AtomicUsize,
+    /// TLS `KeyUpdate` records written on idle connections.
+    pub(super) tls_key_updates: AtomicUsize,
     /// Handler calls per request id.
     pub(super) executions: Mutex<HashMap<String, usize>>,
     /// Request heads read per id, complete or not.

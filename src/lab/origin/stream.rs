@@ -78,6 +78,24 @@ impl ServerStream {
     }
 }
 
+impl ServerStream {
+    /// Queues a TLS 1.3 `KeyUpdate` (the caller flushes it out). `Ok(false)` when the
+    /// stream is not TLS; an error on a TLS 1.2 connection.
+    pub(super) fn refresh_tls_keys(&mut self) -> io::Result<bool> {
+        match self {
+            #[cfg(feature = "rustls")]
+            ServerStream::Tls(s) => {
+                s.get_mut()
+                    .1
+                    .refresh_traffic_keys()
+                    .map_err(io::Error::other)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 impl AsyncRead for ServerStream {
     fn poll_read(
         self: Pin<&mut Self>,
