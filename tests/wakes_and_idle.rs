@@ -718,4 +718,8 @@ async fn defect_9c_a_body_dropped_before_its_end_is_counted() {
     }
     let stats = settle(&client, |s| s.active == 0).await;
     assert_every_close_counted(&stats, "body dropped before its end");
+    // The client's doing, not the server's: under its own reason, and not in the
+    // server's idle closes.
+    assert_eq!(stats.evictions.response_unfinished, 3, "{stats:?}");
+    assert_eq!(stats.evictions.closed_by_server, 0, "{stats:?}");
 }
