@@ -39,13 +39,8 @@ impl<B> Pool<B> {
     /// time of the wake; an IO error with a quiet socket is the runtime's IO driver
     /// shutting down under it, which says nothing about the server.
     pub(super) fn close_ended(&self, origin: &Origin, conn: Conn<B>, since: Instant) {
-        let at = conn.woken_at().unwrap_or_else(Instant::now);
-        let idle_for = at.saturating_duration_since(since);
-        let (reason, detail) = self.why_ended(&conn);
-        if reason == Evict::ClosedByServer {
-            self.observe_server_close(origin, idle_for);
-        }
-        self.evict(origin, conn, reason, idle_for, detail);
+        // Dropping the slot gives it back (or to the first waiter).
+        drop(self.retire_ended(origin, conn, since));
     }
 
     /// Why a connection whose future ended did so (see [`Pool::close_ended`]).
