@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench alternate                   # every case, 16 rounds
 //! cargo bench --bench alternate -- concurrent     # cases whose name contains a filter
+//! cargo bench --bench alternate -- =sequential    # one case, by its whole name
 //! ROUNDS=30 SLICE_MS=300 cargo bench --bench alternate
 //! NGINX=/usr/sbin/nginx cargo bench --bench alternate -- nginx
 //! ```
@@ -193,7 +194,13 @@ impl Settings {
     }
 
     fn selects(&self, case: &Case) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| case.name.contains(f.as_str()))
+        // `=name` picks one case by its whole name; any other filter, every case whose
+        // name contains it.
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| match f.strip_prefix('=') {
+                Some(exact) => case.name == exact,
+                None => case.name.contains(f.as_str()),
+            })
     }
 }
 
