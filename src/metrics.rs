@@ -187,4 +187,3 @@ fn publish_origin(origin: &OriginStats) {
         gauge!("closefirst.pool.server_close_shortest_idle", server).set(shortest.as_secs_f64());
     }
 }
-

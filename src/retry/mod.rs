@@ -50,11 +50,11 @@ mod tests;
 
 use http::HeaderName;
 
+pub use crate::body::ReplayBody;
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::Policy;
 pub(crate) use policy::Retrier;
-pub use crate::body::ReplayBody;
 pub use service::Retry;
 
 /// The header that marks a request as safe to resend whatever its method
