@@ -1,4 +1,11 @@
-//! [`Body`]: what the client accepts as a request body. A leaf.
+//! [`Body`]: what the client accepts as a request body, and [`ReplayBody`], the body
+//! every attempt sends (public as `closefirst::retry::ReplayBody`). Below `retry` and
+//! `dispatch`, which both use it.
+
+mod replay;
+
+pub(crate) use replay::Recording;
+pub use replay::ReplayBody;
 
 /// Request bodies the client can send: any [`http_body::Body`] that can move between
 /// threads, such as `http_body_util::Full<Bytes>` or `Empty<Bytes>`.

@@ -14,7 +14,8 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::body::Body;
+use crate::attempt::RetryCounters;
+use crate::body::{Body, ReplayBody};
 use crate::config::PoolConfig;
 use crate::connect::Connection;
 use crate::dispatch::Dispatch;
@@ -22,7 +23,7 @@ use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
 use crate::origin;
 use crate::pool::{ConnectFn, Connected, Pool};
-use crate::retry::{self, Policy, ReplayBody, Retrier, RetryCounters};
+use crate::retry::{self, Policy, Retrier};
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
 ///

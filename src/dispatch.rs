@@ -14,13 +14,13 @@ use http::header::HOST;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::attempt::{AttemptsMade, FreshConnection, RetryCounters};
+use crate::body::{Body, ReplayBody};
 use crate::error::{Error, Progress};
 use crate::info::ConnectionInfo;
 use crate::io::{self, SocketHandle};
 use crate::origin::{self, Origin};
 use crate::pool::{Checkout, Conn, Evict, Pool};
-use crate::retry::{AttemptsMade, FreshConnection, ReplayBody, RetryCounters};
 
 /// The pool and the counters its own resends go to; cheap to clone.
 pub(crate) struct Dispatch<B> {

@@ -103,7 +103,9 @@
 //!
 //! The leaves under all of it: `error` ([`Error`], [`Progress`]), `config` (every
 //! default and its validation), `info` ([`ConnectionInfo`], [`PoolStats`]), `header`,
-//! `origin`. Beside the path, not on it: [`keepalive`] (operators' guardrails: parity,
+//! `origin`, `body` ([`Body`], and [`retry::ReplayBody`], which both `retry` and
+//! `dispatch` send), `attempt` (what `retry` and `dispatch` share about attempts:
+//! the markers on a resent request, refusal reasons, resend counters). Beside the path, not on it: [`keepalive`] (operators' guardrails: parity,
 //! durations with units, the probe behind the `closefirst-probe` binary), `metrics`
 //! (feature `metrics`: [`Client::stats`] and [`Client::origin_stats`] through the
 //! `metrics` facade) and `lab` (feature `lab`: the race lab, the one test and lab
@@ -111,6 +113,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod attempt;
 mod body;
 mod builder;
 mod client;
@@ -131,6 +134,8 @@ mod layer;
 pub mod metrics;
 mod origin;
 mod pool;
+#[cfg(feature = "metrics")]
+mod record;
 pub mod retry;
 
 pub use body::Body;

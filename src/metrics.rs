@@ -6,7 +6,8 @@
 //! [`Client::origin_stats`](crate::Client::origin_stats) and sets every figure at once
 //! (counters through their absolute value), so call it from a periodic task or just
 //! before each scrape. The one figure recorded as it happens is
-//! `http.client.connection.duration`, once per connection, when its task ends.
+//! `http.client.connection.duration`, once per connection, when its task ends (by the
+//! pool, through a leaf of its own: nothing below the client imports this module).
 //!
 //! ```no_run
 //! # async fn demo(client: closefirst::Client<http_body_util::Empty<bytes::Bytes>>) {
@@ -56,16 +57,12 @@
 
 use std::time::Duration;
 
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label, Unit,
-};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Label, Unit};
 
 use crate::body::Body;
 use crate::client::Client;
 use crate::info::OriginStats;
-
-const SERVER_ADDRESS: &str = "server.address";
-const SERVER_PORT: &str = "server.port";
+use crate::record::server_labels;
 
 /// Registers each name's unit and description with the installed recorder. Call it
 /// once, after installing the recorder (exporters show the descriptions as help text).
@@ -189,17 +186,4 @@ fn publish_origin(origin: &OriginStats) {
     if let Some(shortest) = closes.shortest_server_close {
         gauge!("closefirst.pool.server_close_shortest_idle", server).set(shortest.as_secs_f64());
     }
-}
-
-/// Records one connection's lifetime, as its task ends.
-pub(crate) fn record_connection_duration(host: &str, port: u16, open_for: Duration) {
-    histogram!("http.client.connection.duration", server_labels(host, port))
-        .record(open_for.as_secs_f64());
-}
-
-fn server_labels(host: &str, port: u16) -> Vec<Label> {
-    vec![
-        Label::new(SERVER_ADDRESS, host.to_owned()),
-        Label::new(SERVER_PORT, port.to_string()),
-    ]
 }

@@ -16,8 +16,9 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::policy::Attempted;
-use super::{AttemptsMade, FreshConnection, Recording, ReplayBody, Retrier, IDEMPOTENCY_KEY};
-use crate::body::Body;
+use super::{Retrier, IDEMPOTENCY_KEY};
+use crate::attempt::{AttemptsMade, FreshConnection};
+use crate::body::{Body, Recording, ReplayBody};
 use crate::error::{Error, Progress};
 use crate::origin;
 

@@ -26,9 +26,11 @@
 //! Where it sits: the [`Client`](crate::Client) hands each request to this module
 //! first; every attempt goes down to the pool's dispatch (checkout, send on hyper,
 //! classify a failure), and each failure comes back up here for the decision. Inside:
-//! `policy` (the settings and the pure resend decision), `replay` ([`ReplayBody`]),
-//! `layer`, `service` and `future` ([`RetryLayer`], [`Retry`], [`ResponseFuture`], in
-//! tower's shape) and `counters` (what [`PoolStats`](crate::PoolStats) reports).
+//! `policy` (the settings and the pure resend decision), `layer`, `service` and
+//! `future` ([`RetryLayer`], [`Retry`], [`ResponseFuture`], in tower's shape). What it
+//! shares with the dispatch below lives in leaves both import: [`ReplayBody`] (the body
+//! every attempt sends) in `body`, and in `attempt` the markers a resend carries, the
+//! refusal reasons and the counters [`PoolStats`](crate::PoolStats) reports.
 //!
 //! ```
 //! use std::time::Duration;
@@ -39,24 +41,20 @@
 //! # let _ = policy;
 //! ```
 
-mod counters;
 mod future;
 mod layer;
 mod policy;
-mod replay;
 mod service;
 #[cfg(test)]
 mod tests;
 
 use http::HeaderName;
 
-pub(crate) use counters::RetryCounters;
+pub use crate::body::ReplayBody;
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use policy::Policy;
 pub(crate) use policy::Retrier;
-pub(crate) use replay::Recording;
-pub use replay::ReplayBody;
 pub use service::Retry;
 
 /// The header that marks a request as safe to resend whatever its method
@@ -65,14 +63,3 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 
 /// Default [`Policy::max_replay_body_bytes`]: 64 KiB.
 pub const DEFAULT_MAX_REPLAY_BODY_BYTES: usize = 64 * 1024;
-
-/// Marks a resent request so the pool opens a fresh connection for it rather than
-/// taking another idle one, which may be just as stale.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FreshConnection;
-
-/// How many attempts a request has already had, handed to the pool so that its own
-/// resends of unsent requests count against the same [`Policy::attempts`].
-/// Absent when there were none.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AttemptsMade(pub(crate) u32);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::Method;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use super::counters::RetryCounters;
 use super::DEFAULT_MAX_REPLAY_BODY_BYTES;
+use crate::attempt::{Refusal, RetryCounters};
 use crate::config::DEFAULT_ATTEMPTS;
 use crate::error::{Error, Progress};
 
@@ -160,35 +160,6 @@ impl Policy {
 
     pub(crate) fn backoff_delay(&self) -> Duration {
         self.backoff
-    }
-}
-
-/// Why a failed request was not resent. The discriminants index the refusal counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    NotIdempotent,
-    BodyTooLarge,
-    BudgetExhausted,
-    ResponseStarted,
-    FreshConnection,
-    AttemptsExhausted,
-    BodyFailed,
-}
-
-impl Refusal {
-    /// How many kinds there are, for the counter array.
-    pub(crate) const COUNT: usize = 7;
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NotIdempotent => "method not idempotent and no Idempotency-Key",
-            Refusal::BodyTooLarge => "body larger than max_replay_body_bytes",
-            Refusal::BudgetExhausted => "retry budget exhausted",
-            Refusal::ResponseStarted => "response had started",
-            Refusal::FreshConnection => "failed on a fresh connection",
-            Refusal::AttemptsExhausted => "no attempts left",
-            Refusal::BodyFailed => "the request's own body failed",
-        }
     }
 }
 

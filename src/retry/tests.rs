@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::policy::{refusal, Attempted, Refusal, Retrier};
-use super::{Policy, RetryCounters};
+use super::policy::{refusal, Attempted, Retrier};
+use super::Policy;
+use crate::attempt::{Refusal, RetryCounters};
 use crate::error::{Error, Progress};
 
 fn failed(progress: Progress, reused: bool) -> Error {
@@ -225,7 +226,8 @@ async fn the_future_resends_after_the_backoff_and_reports_the_furthest_progress(
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
 
-    use super::{AttemptsMade, FreshConnection, ReplayBody, ResponseFuture};
+    use super::{ReplayBody, ResponseFuture};
+    use crate::attempt::{AttemptsMade, FreshConnection};
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);

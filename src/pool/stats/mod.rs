@@ -122,7 +122,7 @@ impl Counters {
         #[cfg(feature = "metrics")]
         if let Some(record) = self.origins.get(origin) {
             let open_for = Instant::now().saturating_duration_since(opened_at);
-            crate::metrics::record_connection_duration(&record.host, record.port, open_for);
+            crate::record::record_connection_duration(&record.host, record.port, open_for);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (origin, opened_at);
