@@ -237,7 +237,10 @@ pub struct Evictions {
     /// (a stale reused connection the server had closed counts as `closed_by_server`).
     pub request_failed: u64,
     /// Closed because its response body was dropped (or failed) before its end: a
-    /// connection with part of a response unread cannot carry another request.
+    /// connection with part of a response unread cannot carry another request. With a
+    /// connector that gives no socket handle, a connection on a task of its own that
+    /// ends as its response does counts here too, as the pool cannot tell the server's
+    /// FIN from a body dropped unread.
     pub response_unfinished: u64,
     /// Handed to the caller after `101 Switching Protocols`
     /// (`hyper::upgrade::on`); it never returns to the pool.

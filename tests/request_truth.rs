@@ -223,11 +223,19 @@ async fn a_request_handed_back_unsent_goes_on_a_fresh_connection() {
     assert_eq!(info.attempts, 2, "{stats:?}");
     assert_eq!(stats.connections_opened, 3);
     assert_eq!(stats.resends.not_written, 1);
-    // The dead connection the request met is counted, and so is the other one, which
-    // was dropped uncounted before every end got a reason (issue 18, defect 9).
+    // The dead connection the request met is counted as the server's close. The other
+    // one, dropped uncounted before every end got a reason (issue 18, defect 9), is
+    // counted too: as the server's close where its end was read inline, or, on a task
+    // of its own with no socket handle to tell a FIN from a body dropped unread, as
+    // `response_unfinished`.
+    assert!(
+        stats.evictions.closed_by_server >= 1,
+        "the dead connection is counted: {stats:?}"
+    );
     assert_eq!(
-        stats.evictions.closed_by_server, 2,
-        "the dead connections are counted: {stats:?}"
+        stats.evictions.closed_by_server + stats.evictions.response_unfinished,
+        2,
+        "both dead connections are counted: {stats:?}"
     );
     assert_eq!(
         stats.connections_opened,

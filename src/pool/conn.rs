@@ -388,8 +388,19 @@ impl<B: Send + 'static> Pool<B> {
             .config
             .max_lifetime
             .map(|l| deadline::deadline_after(now, deadline::jittered_lifetime(l, id)));
+        let mut conn = Conn::new(tx, id, socket, expires, Some(driver), watch, slot);
+        if tokio::task::try_id().is_some() {
+            // Opened from a task (a proxy's handler, an SDK call spawned on the runtime):
+            // the connection gets a task of its own, as hyper-util's do. Measured from
+            // spawned tasks, polling it inline from the request's task was no faster and
+            // at times half as fast, as the work hopped between the runtime's workers
+            // (README, Performance). From outside any task (`block_on`), where the
+            // caller's thread is not a worker, inline saves a cross-thread hop per
+            // response, and stays.
+            conn.spawn_driver();
+        }
         Ok(Checkout {
-            conn: Conn::new(tx, id, socket, expires, Some(driver), watch, slot),
+            conn,
             reused: false,
             idle_for: Duration::ZERO,
         })
