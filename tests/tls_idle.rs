@@ -27,6 +27,19 @@ const WAIT: Duration = Duration::from_secs(10);
 /// idle timeout was learned from the record.
 #[tokio::test(flavor = "current_thread")]
 async fn defect_3_a_tls_key_update_on_an_idle_connection_is_not_a_close() {
+    defect_3_a_tls_key_update_on_an_idle_connection_is_not_a_close_scenario().await;
+}
+
+/// The same from a spawned task, where the connection gets a task of its own, which
+/// reads the record itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_3_a_tls_key_update_on_an_idle_connection_is_not_a_close_from_a_spawned_task() {
+    tokio::spawn(defect_3_a_tls_key_update_on_an_idle_connection_is_not_a_close_scenario())
+        .await
+        .expect("the scenario's assertions hold");
+}
+
+async fn defect_3_a_tls_key_update_on_an_idle_connection_is_not_a_close_scenario() {
     let cert = certs::TestCert::new();
     // TLS 1.2 and 1.3 on both sides: they agree on 1.3, which the origin's count of
     // KeyUpdates sent proves below (TLS 1.2 has no such record).

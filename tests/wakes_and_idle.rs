@@ -274,6 +274,19 @@ async fn defect_1_a_busy_task_without_a_socket_handle_sees_no_server_close() {
 /// idle connection first at most once (counted on both sides).
 #[tokio::test(flavor = "current_thread")]
 async fn defect_2_idle_time_counts_from_the_response_not_from_the_read() {
+    defect_2_idle_time_counts_from_the_response_not_from_the_read_scenario().await;
+}
+
+/// The same from a spawned task, where each connection gets a task of its own (see
+/// `Pool::connect`) instead of being polled inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_2_idle_time_counts_from_the_response_not_from_the_read_from_a_spawned_task() {
+    tokio::spawn(defect_2_idle_time_counts_from_the_response_not_from_the_read_scenario())
+        .await
+        .expect("the scenario's assertions hold");
+}
+
+async fn defect_2_idle_time_counts_from_the_response_not_from_the_read_scenario() {
     const ROUNDS: usize = 4;
     // More than hyper takes in with the head, less than the loopback socket buffers
     // hold: the origin has written it all (and starts its timer) before the caller
@@ -577,6 +590,19 @@ async fn defect_5_a_dispatch_task_gone_mid_request_reports_what_was_written() {
 /// such (`idle_closes.by_server >= 1`).
 #[tokio::test(flavor = "current_thread")]
 async fn defect_9a_a_fin_behind_the_response_is_counted() {
+    defect_9a_a_fin_behind_the_response_is_counted_scenario().await;
+}
+
+/// The same from a spawned task, where each connection gets a task of its own (see
+/// `Pool::connect`) instead of being polled inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_9a_a_fin_behind_the_response_is_counted_from_a_spawned_task() {
+    tokio::spawn(defect_9a_a_fin_behind_the_response_is_counted_scenario())
+        .await
+        .expect("the scenario's assertions hold");
+}
+
+async fn defect_9a_a_fin_behind_the_response_is_counted_scenario() {
     let origin = Origin::builder(OriginConfig {
         idle_timeout: Duration::MAX,
         close_after_requests: Some(1),
@@ -691,6 +717,19 @@ async fn defect_9b_stray_bytes_after_a_head_response_are_counted() {
 /// evicted under one reason.
 #[tokio::test(flavor = "current_thread")]
 async fn defect_9c_a_body_dropped_before_its_end_is_counted() {
+    defect_9c_a_body_dropped_before_its_end_is_counted_scenario().await;
+}
+
+/// The same from a spawned task, where each connection gets a task of its own (see
+/// `Pool::connect`) instead of being polled inline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defect_9c_a_body_dropped_before_its_end_is_counted_from_a_spawned_task() {
+    tokio::spawn(defect_9c_a_body_dropped_before_its_end_is_counted_scenario())
+        .await
+        .expect("the scenario's assertions hold");
+}
+
+async fn defect_9c_a_body_dropped_before_its_end_is_counted_scenario() {
     let addr = raw_server(|mut stream| {
         let _ = stream.set_nodelay(true);
         while read_request(&mut stream).is_some() {
