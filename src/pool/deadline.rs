@@ -3,7 +3,7 @@
 //! The client closes first: each idle connection gets a deadline,
 //! `now + min(idle_timeout, server hint − margin, learned − margin, lifetime left)`
 //! (see [`learn`](super::learn) for the learned value), which the
-//! [`reaper`](super::reaper) and checkout both enforce. A connection whose response
+//! [`reaper`](super::evict) and checkout both enforce. A connection whose response
 //! just ended may instead be retired at once ([`retire_reason`]).
 //!
 //! These are pure functions of a connection's facts, the settings and `now`. Settings
@@ -122,7 +122,7 @@ pub(crate) fn deadline<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::conn::tests::test_conn;
+    use crate::pool::connection::tests::test_conn;
 
     fn config(idle_timeout: Duration, keep_alive_margin: Duration) -> PoolConfig {
         PoolConfig {

@@ -1,5 +1,5 @@
 //! The idle connections: each origin's list, least recently used first, and the
-//! pool-wide index of their deadlines that the [`reaper`](super::reaper) reads.
+//! pool-wide index of their deadlines that the [`reaper`](super::evict) reads.
 //!
 //! A connection is in its origin's list exactly when its deadline is in the index:
 //! whoever pushes to or pops from a list tells the index ([`IdleIndex::insert`],

@@ -2,7 +2,7 @@
 //!
 //! hyper can take the next request on an HTTP/1.1 connection once the response body
 //! has been read to its end. Most small responses are read to the end before the
-//! request returns, and go straight back to the pool (see [`driver`](super::driver)).
+//! request returns, and go straight back to the pool (see [`connection`](super::connection)).
 //! For the others a task per response waits for that moment and checks the
 //! connection in. But a caller who reads a body to its end and sends the next request
 //! at once usually gets there before that task has run, finds no idle connection and
@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use super::idle::Idle;
 use super::{deadline, Closing, Conn, OriginState, Pool};
 use crate::config::PoolConfig;
-use crate::origin::Origin;
 
 /// What a check-in returns to the pool.
 pub(super) enum Returned<'a, B> {
@@ -40,6 +39,14 @@ pub(super) struct Pending<B> {
 }
 
 impl<B> Pending<B> {
+    /// `conn`, waiting in its cell for its check-in task.
+    pub(super) fn new(conn: Conn<B>) -> Pending<B> {
+        Pending {
+            id: conn.id,
+            cell: Mutex::new(Some(conn)),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Conn<B>>> {
         self.cell.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -63,13 +70,13 @@ impl<B> Pending<B> {
 /// Owns the check-in task's share of a [`Pending`]. If the task is dropped before the
 /// connection is ready (its runtime shut down), the connection is taken out of the
 /// pool's reach and closed, so that its slot is given back.
-struct Task<B> {
-    pool: Weak<Pool<B>>,
-    pending: Arc<Pending<B>>,
+pub(super) struct Task<B> {
+    pub(super) pool: Weak<Pool<B>>,
+    pub(super) pending: Arc<Pending<B>>,
 }
 
 impl<B: Send + 'static> Task<B> {
-    async fn run(self) {
+    pub(super) async fn run(self) {
         let ready = poll_fn(|cx| match self.pending.lock().as_mut() {
             Some(conn) => conn.tx.poll_ready(cx).map(|ready| Some(ready.is_ok())),
             // A checkout took the connection.
@@ -101,61 +108,9 @@ impl<B> Drop for Task<B> {
     }
 }
 
-impl<B: Send + 'static> Pool<B> {
-    /// Checks `conn` in once hyper can take the next request on it; until then a
-    /// checkout may take it (see the module docs).
-    pub(crate) fn check_in_when_ready(self: &Arc<Self>, mut conn: Conn<B>) {
-        if conn.tx.is_ready() {
-            // No body, or hyper has already taken all of it in: nothing to wait for,
-            // and hyper's connection future can stay parked in the idle connection.
-            let open = conn.park();
-            self.checkin(conn, open);
-            return;
-        }
-        if conn.tx.is_closed() {
-            self.checkin(conn, false);
-            return;
-        }
-        // The body is still arriving, for a caller who reads it at their own pace:
-        // from now on a task of its own drives the connection.
-        conn.spawn_driver();
-        let pending = {
-            let mut state = self.lock();
-            let entry = state
-                .origins
-                .get_mut(conn.origin())
-                .expect("an origin entry lives as long as one of its slots");
-            let pending = Arc::new(Pending {
-                id: conn.id,
-                cell: Mutex::new(Some(conn)),
-            });
-            entry.pending.push(Arc::clone(&pending));
-            pending
-        };
-        let task = Task {
-            pool: Arc::downgrade(self),
-            pending,
-        };
-        tokio::spawn(task.run());
-    }
+impl<B: Send + 'static> Pool<B> {}
 
-    /// [`checkin`](Pool::checkin) from a connection's check-in task: the connection is
-    /// moved out of its cell under the pool's lock, unless a checkout took it.
-    fn checkin_pending(self: &Arc<Self>, pending: &Pending<B>, reusable: bool) {
-        self.checkin_inner(Returned::Pending(pending), reusable);
-    }
-}
-
-impl<B> Pool<B> {
-    /// A check-in task gave up connection `id` of `origin` (not ready after all, or
-    /// its runtime shut down): it is no longer pending.
-    fn forget_pending(&self, origin: &Origin, id: u64) {
-        let mut state = self.lock();
-        if let Some(entry) = state.origins.get_mut(origin) {
-            remove_pending(entry, id);
-        }
-    }
-}
+impl<B> Pool<B> {}
 
 /// A connection of `entry` whose response has been read to its end, taken from its
 /// check-in task, if one passes the checks a check-in makes. Ones that fail go to

@@ -6,7 +6,7 @@
 //! waiter, which opens a connection in its place. So no path (an error, a cancelled
 //! request, a dropped response body) can leak a slot or strand a waiter.
 //!
-//! A waiter receives a [`Grant`]: a connection someone just finished with (see
+//! A waiter receives a [`Turn`]: a connection someone just finished with (see
 //! [`grant_conn`]), or a slot. A waiting checkout that is dropped (its
 //! `checkout_timeout` ran out, or the caller dropped the request) leaves the queue at
 //! once, and hands on whatever was granted to it in the meantime.
@@ -87,16 +87,16 @@ impl<B> Drop for Slot<B> {
 
 /// What a waiting checkout receives: a connection someone just finished with, or the
 /// right to open a new one.
-pub(super) enum Grant<B> {
+pub(super) enum Turn<B> {
     /// With the deadline it had when it was checked in.
     Conn(Idle<B>),
-    Permit(Slot<B>),
+    Slot(Slot<B>),
 }
 
 /// A checkout waiting under `max_connections_per_origin`, in FIFO order.
 pub(super) struct Waiter<B> {
     id: u64,
-    tx: oneshot::Sender<Grant<B>>,
+    tx: oneshot::Sender<Turn<B>>,
 }
 
 /// Offers `conn` to the first live waiter of `waiters`; returns it when none took it.
@@ -104,10 +104,10 @@ pub(super) struct Waiter<B> {
 pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, idle: Idle<B>) -> Option<Idle<B>> {
     let mut idle = idle;
     while let Some(waiter) = waiters.pop_front() {
-        match waiter.tx.send(Grant::Conn(idle)) {
+        match waiter.tx.send(Turn::Conn(idle)) {
             Ok(()) => return None,
-            Err(Grant::Conn(returned)) => idle = returned,
-            Err(Grant::Permit(_)) => unreachable!("a Conn grant comes back as sent"),
+            Err(Turn::Conn(returned)) => idle = returned,
+            Err(Turn::Slot(_)) => unreachable!("a Conn grant comes back as sent"),
         }
     }
     Some(idle)
@@ -123,7 +123,7 @@ pub(super) struct Waiting<'a, B: Send + 'static> {
     pool: &'a Arc<Pool<B>>,
     origin: &'a Origin,
     id: u64,
-    rx: oneshot::Receiver<Grant<B>>,
+    rx: oneshot::Receiver<Turn<B>>,
     finished: bool,
 }
 
@@ -156,7 +156,7 @@ impl<'a, B: Send + 'static> Waiting<'a, B> {
     pub(super) async fn granted(
         mut self,
         until: Option<(Instant, Duration)>,
-    ) -> Result<Option<Grant<B>>, Error> {
+    ) -> Result<Option<Turn<B>>, Error> {
         let grant = match until {
             Some((deadline, limit)) => tokio::time::timeout_at(deadline, &mut self)
                 .await
@@ -168,7 +168,7 @@ impl<'a, B: Send + 'static> Waiting<'a, B> {
 }
 
 impl<B: Send + 'static> Future for Waiting<'_, B> {
-    type Output = Result<Grant<B>, oneshot::error::RecvError>;
+    type Output = Result<Turn<B>, oneshot::error::RecvError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let grant = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
@@ -197,9 +197,9 @@ impl<B: Send + 'static> Drop for Waiting<'_, B> {
         drop(removed);
         // Outside the lock: both paths below take it.
         match raced {
-            Some(Grant::Conn(idle)) => self.pool.checkin(idle.conn, true),
+            Some(Turn::Conn(idle)) => self.pool.checkin(idle.conn, true),
             // Dropping the slot passes it to the next waiter.
-            Some(Grant::Permit(slot)) => drop(slot),
+            Some(Turn::Slot(slot)) => drop(slot),
             None => {}
         }
     }
@@ -218,10 +218,10 @@ impl<B> Pool<B> {
         // The first live waiter takes the slot over; the counts stay as they are.
         while let Some(waiter) = origin_state.waiters.pop_front() {
             let slot = Slot::new(weak.clone(), Arc::clone(&origin_state.origin));
-            match waiter.tx.send(Grant::Permit(slot)) {
+            match waiter.tx.send(Turn::Slot(slot)) {
                 Ok(()) => return,
-                Err(Grant::Permit(mut slot)) => slot.armed = false,
-                Err(Grant::Conn(_)) => unreachable!("a Permit grant comes back as sent"),
+                Err(Turn::Slot(mut slot)) => slot.armed = false,
+                Err(Turn::Conn(_)) => unreachable!("a Permit grant comes back as sent"),
             }
         }
         origin_state.open -= 1;

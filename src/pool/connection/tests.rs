@@ -15,7 +15,12 @@ pub(in crate::pool) async fn test_conn(
         Origin::from_uri(&"http://example.test/".parse().expect("a valid URI"))
             .expect("an http URI with a host is an origin"),
     );
-    let watch = Arc::new(Watch::new(1, Arc::clone(&origin), Weak::new(), Weak::new()));
+    let watch = Arc::new(IdleWaker::new(
+        1,
+        Arc::clone(&origin),
+        Weak::new(),
+        Weak::new(),
+    ));
     Conn::new(tx, 1, None, expires, None, watch, Slot::detached(origin))
 }
 
@@ -25,7 +30,7 @@ pub(in crate::pool) async fn test_conn(
 fn a_connections_slot_and_watch_stay_small() {
     let word = std::mem::size_of::<usize>();
     assert!(std::mem::size_of::<Slot<http_body_util::Empty<bytes::Bytes>>>() <= 3 * word);
-    assert!(std::mem::size_of::<Watch>() <= 8 * word);
+    assert!(std::mem::size_of::<IdleWaker>() <= 8 * word);
 }
 
 #[tokio::test]

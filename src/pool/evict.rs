@@ -14,7 +14,11 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{learn, Pool, State};
+use std::time::Duration;
+
+use super::stats::Closing;
+use super::{learn, Conn, Evict, Pool, Slot, State};
+use crate::origin::Origin;
 
 /// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
 /// and ends at its next wake-up after the pool is gone (the pool's `Drop` wakes it).
@@ -182,5 +186,79 @@ impl<B> Pool<B> {
             state.reaper_running = false;
             state.reaper_wakes_at = None;
         }
+    }
+}
+
+impl<B> Pool<B> {
+    /// Closes what a checkout found unusable on its way; a close by the server is an
+    /// observation of its idle timer.
+    #[inline]
+    pub(super) fn close_all(&self, origin: &Origin, closing: Vec<Closing<B>>, now: Instant) {
+        for Closing {
+            conn,
+            since,
+            reason,
+            detail,
+        } in closing
+        {
+            let idle_for = now.saturating_duration_since(since);
+            if reason == Evict::ClosedByServer {
+                self.observe_server_close(origin, idle_for);
+            }
+            self.evict(origin, conn, reason, idle_for, detail);
+        }
+    }
+
+    /// Closes `conn`, counting and logging why.
+    pub(crate) fn evict(
+        &self,
+        origin: &Origin,
+        conn: Conn<B>,
+        reason: Evict,
+        idle_for: Duration,
+        detail: &str,
+    ) {
+        self.count_eviction(origin, &conn, reason, idle_for, detail);
+        // Dropping the last `SendRequest` makes hyper close the socket: the client
+        // sends the FIN.
+        drop(conn);
+    }
+
+    /// Counts and closes `conn` (the client sends the FIN) but keeps its slot.
+    pub(super) fn retire(
+        &self,
+        origin: &Origin,
+        conn: Conn<B>,
+        reason: Evict,
+        idle_for: Duration,
+        detail: &str,
+    ) -> Slot<B> {
+        self.count_eviction(origin, &conn, reason, idle_for, detail);
+        conn.into_slot()
+    }
+
+    /// Counts and logs the closing of `conn`; the caller closes it.
+    pub(super) fn count_eviction(
+        &self,
+        origin: &Origin,
+        conn: &Conn<B>,
+        reason: Evict,
+        idle_for: Duration,
+        detail: &str,
+    ) {
+        // Counted once: a connection whose end was not counted by then is counted when
+        // its watch goes (see `IdleWaker`'s `Drop`).
+        if conn.mark_counted() {
+            self.counters.count_eviction(origin, reason, idle_for);
+        }
+        tracing::debug!(
+            origin = %origin,
+            conn = conn.id,
+            reason = reason.as_str(),
+            detail,
+            idle_ms = idle_for.as_millis() as u64,
+            requests = conn.requests,
+            "closing connection"
+        );
     }
 }

@@ -1,16 +1,29 @@
-//! One connection: how it is opened, what the pool learns about it from the
-//! requests and responses it carries, and the end of its hyper connection future.
+//! One connection's life, in one place: its state ([`Polled`]: who polls hyper's
+//! connection future), its operations (open, send, park, read a wake, move to a task
+//! of its own, close) and its facts (requests carried, the server's hints, when its
+//! idle period began).
 //!
-//! The connector (`ConnectFn`, made by the client from a tower connector) yields a
-//! [`Connected`]; [`Pool::connect`] wraps the request half in a [`Conn`], which owns
-//! the connection's [`Slot`] and, parked, hyper's connection future (who polls it, and
-//! when it moves to a task of its own, is told in [`driver`](super::driver)). Dropping the
-//! `Conn` closes the connection (the client sends the FIN) and gives the slot back.
+//! The states and their transitions:
+//! - **In use**: the request that has the connection polls the future itself
+//!   ([`Conn::send`]): the request's task writes the request and reads the response,
+//!   one wake-up per response.
+//! - **Parked**: back in the pool with its response read, the future is polled once
+//!   more with the connection's [`IdleWaker`] ([`Conn::park`]). Whatever wakes it is
+//!   read by polling it again ([`Conn::read_wake`], outside tokio's coop budget):
+//!   `Pending` parks it again, `Ready` moves it to *ended*.
+//! - **On a task of its own** ([`Conn::spawn_driver`]): from the start for a connection
+//!   opened from a task ([`Conn::opened`] says why), or once a response body outlives
+//!   its request. The task tells the pool when the connection ends.
+//! - **Ended**: with how it ended ([`End`]); `end.rs` tells who ended it.
+//!
+//! Dropping the `Conn` closes the connection (the client sends the FIN) and gives its
+//! [`Slot`] back; its end is counted once under one eviction reason (see the waker's
+//! `Drop`).
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -21,49 +34,33 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::TrySendError;
 use tokio::time::Instant;
 
-use super::driver::{Driver, Spawn, Watch};
-use super::{deadline, Checkout, Evict, Pool, Slot};
-use crate::error::{Error, Kind};
+mod end;
+mod waker;
+
+pub(super) use end::End;
+
+use super::stats::Counters;
+use super::{deadline, Pool, Slot};
+use crate::error::Error;
 use crate::header;
 use crate::io::SocketHandle;
 use crate::origin::Origin;
+pub(super) use waker::WokenConns;
+use waker::{ConnFuture, IdleWaker, OwnTask};
 
-/// How hyper's connection future ended, as far as it tells: with what the pool reads
-/// from the socket (see `liveness`), who ended the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum DriverEnd {
-    /// It read the end of the stream (a FIN, or a `close_notify` over TLS).
-    Clean,
-    /// An IO error from the socket: a RST, most often.
-    Io,
-    /// The IO error tokio gives every socket of a runtime that is shutting down.
-    RuntimeGone,
-    /// Anything else: bytes it could not take as a response, a protocol error.
-    Protocol,
-}
-
-impl DriverEnd {
-    fn of(result: &hyper::Result<()>) -> DriverEnd {
-        match result {
-            Ok(()) => DriverEnd::Clean,
-            Err(error) => {
-                let mut source = std::error::Error::source(error);
-                while let Some(cause) = source {
-                    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                        // tokio fails the IO of a runtime being shut down with an
-                        // `Other` error; a peer's close or reset has a kind of its own.
-                        return if io.kind() == std::io::ErrorKind::Other {
-                            DriverEnd::RuntimeGone
-                        } else {
-                            DriverEnd::Io
-                        };
-                    }
-                    source = cause.source();
-                }
-                DriverEnd::Protocol
-            }
-        }
-    }
+/// Who polls hyper's connection future (the half of a connection that writes requests
+/// and reads responses): the state of a connection's life.
+enum Polled {
+    /// This [`Conn`] holds it: the request that has the connection polls it with its
+    /// own waker while the connection is in use ([`Conn::send`]); parked in the pool
+    /// while it is idle, it is polled with the connection's [`IdleWaker`], and a wake is
+    /// read by polling it again ([`Conn::read_wake`]).
+    Here(ConnFuture),
+    /// A task of its own polls it ([`Conn::spawn_driver`]), which tells the pool when
+    /// the connection ends.
+    OwnTask,
+    /// It ended while polled here, as told.
+    Ended(End),
 }
 
 /// A freshly opened connection as the connector and handshake produce it.
@@ -71,7 +68,7 @@ pub(crate) struct Connected<B> {
     pub(crate) tx: SendRequest<B>,
     pub(crate) socket: Option<SocketHandle>,
     /// hyper's connection future (see [`Conn`] for who polls it).
-    pub(crate) driver: Driver,
+    pub(crate) driver: ConnFuture,
 }
 
 /// What the connector returns for one connection.
@@ -108,28 +105,33 @@ pub(crate) struct Conn<B> {
     /// can have started: counting from here closes the connection no later than the
     /// server would, however slowly the caller reads the body (see `deadline`).
     pub(super) idle_since: Instant,
-    /// How hyper's connection future ended, once it has while parked here.
-    pub(super) ended: Option<DriverEnd>,
-    /// hyper's connection future while it is parked here (see [`driver`](super::driver)):
-    /// `None` once it runs on a task of its own, or once it ended.
-    driver: Option<Driver>,
+    /// Who polls hyper's connection future: the connection's state.
+    polled: Polled,
     /// The parked future's waker while idle, and whether its task died.
-    watch: Arc<Watch>,
+    watch: Arc<IdleWaker>,
     slot: Slot<B>,
 }
 
 impl<B> Conn<B> {
     /// Whether the task running hyper's connection future was dropped unfinished,
     /// with its runtime.
+    /// How hyper's connection future ended, if it did while polled here.
+    pub(super) fn ended(&self) -> Option<End> {
+        match self.polled {
+            Polled::Ended(end) => Some(end),
+            Polled::Here(_) | Polled::OwnTask => None,
+        }
+    }
+
     pub(crate) fn task_gone(&self) -> bool {
         self.watch.task_gone()
     }
 
     /// When the parked future's waker was woken while the connection was idle (the
     /// server did something, or the runtime shut down, or anything else that wakes
-    /// it); see [`driver`](super::driver).
+    /// it); see [`Conn::read_wake`].
     pub(super) fn woken_at(&self) -> Option<Instant> {
-        if self.driver.is_some() {
+        if matches!(self.polled, Polled::Here(_)) {
             self.watch.woken_at()
         } else {
             None
@@ -141,8 +143,8 @@ impl<B> Conn<B> {
         id: u64,
         socket: Option<SocketHandle>,
         expires: Option<Instant>,
-        driver: Option<Driver>,
-        watch: Arc<Watch>,
+        driver: Option<ConnFuture>,
+        watch: Arc<IdleWaker>,
         slot: Slot<B>,
     ) -> Conn<B> {
         Conn {
@@ -150,14 +152,13 @@ impl<B> Conn<B> {
             id,
             socket,
             expires,
-            driver,
+            polled: driver.map_or(Polled::OwnTask, Polled::Here),
             requests: 0,
             hint_timeout: None,
             server_remaining: None,
             close: false,
             upgraded: false,
             idle_since: Instant::now(),
-            ended: None,
             watch,
             slot,
         }
@@ -192,11 +193,11 @@ impl<B> Conn<B> {
     }
 
     /// Parks the connection for the pool after its response was read to the end: the
-    /// future is polled once more with the connection's [`Watch`] as its waker, so
+    /// future is polled once more with the connection's [`IdleWaker`] as its waker, so
     /// that whatever the server does while the connection is idle wakes the pool.
     /// Returns whether the connection is still open.
     pub(crate) fn park(&mut self) -> bool {
-        if self.driver.is_none() {
+        if !matches!(self.polled, Polled::Here(_)) {
             return !self.tx.is_closed();
         }
         self.poll_parked()
@@ -207,7 +208,7 @@ impl<B> Conn<B> {
     /// budget, or anything else that left the connection usable), `false` when it
     /// ended (see [`Conn::ended`]).
     pub(super) fn read_wake(&mut self) -> bool {
-        if self.driver.is_none() {
+        if !matches!(self.polled, Polled::Here(_)) {
             return !self.tx.is_closed();
         }
         self.poll_parked()
@@ -219,8 +220,8 @@ impl<B> Conn<B> {
     fn poll_parked(&mut self) -> bool {
         self.watch.parked();
         let waker = Waker::from(Arc::clone(&self.watch));
-        let polled = match self.driver.as_mut() {
-            Some(driver) => {
+        let polled = match &mut self.polled {
+            Polled::Here(driver) => {
                 let mut unconstrained =
                     std::pin::pin!(tokio::task::unconstrained(poll_fn(|cx| driver
                         .as_mut()
@@ -229,7 +230,7 @@ impl<B> Conn<B> {
                     .as_mut()
                     .poll(&mut Context::from_waker(&waker))
             }
-            None => return !self.tx.is_closed(),
+            Polled::OwnTask | Polled::Ended(_) => return !self.tx.is_closed(),
         };
         match polled {
             Poll::Ready(result) => {
@@ -245,15 +246,14 @@ impl<B> Conn<B> {
         if let Err(error) = &result {
             tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
         }
-        self.ended = Some(DriverEnd::of(&result));
         // The connection is closed: hyper's `SendRequest` now says so.
-        self.driver = None;
+        self.polled = Polled::Ended(End::of(&result));
     }
 
     /// Polls hyper's connection future if no task of its own runs it: this is how a
     /// request on the connection makes progress. Returns whether it did so.
     pub(crate) fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = self.driver.as_mut() else {
+        let Polled::Here(driver) = &mut self.polled else {
             return false;
         };
         if let Poll::Ready(result) = driver.as_mut().poll(cx) {
@@ -329,6 +329,40 @@ impl<B> Conn<B> {
 }
 
 impl<B: Send + 'static> Conn<B> {
+    /// A connection just opened in `slot`, its future not yet polled. Who polls it is
+    /// decided here, once. Opened from a task (a proxy's handler, an SDK call spawned
+    /// on the runtime), it gets a task of its own, as hyper-util's connections do:
+    /// measured from spawned tasks, polling it inline from the request's task was no
+    /// faster and at times half as fast, as the work hopped between the runtime's
+    /// workers (README, Performance). Opened from outside any task (`block_on`), where
+    /// the caller's thread is not a worker, it is polled inline by the request that has
+    /// it and parked in the pool while idle, which saves a cross-thread hop per
+    /// response.
+    pub(super) fn opened(
+        connected: Connected<B>,
+        slot: Slot<B>,
+        max_lifetime: Option<Duration>,
+        woken: Weak<WokenConns>,
+        counters: Weak<Counters>,
+    ) -> Conn<B> {
+        let Connected { tx, socket, driver } = connected;
+        let id = next_connection_id();
+        let watch = Arc::new(IdleWaker::new(
+            id,
+            Arc::clone(slot.origin()),
+            woken,
+            counters,
+        ));
+        let expires = max_lifetime.map(|lifetime| {
+            deadline::deadline_after(Instant::now(), deadline::jittered_lifetime(lifetime, id))
+        });
+        let mut conn = Conn::new(tx, id, socket, expires, Some(driver), watch, slot);
+        if tokio::task::try_id().is_some() {
+            conn.spawn_driver();
+        }
+        conn
+    }
+
     /// Moves hyper's connection future to a task of its own, if it is not on one yet:
     /// from now on that task reads what the server sends, and tells the pool when the
     /// connection ends.
@@ -338,9 +372,15 @@ impl<B: Send + 'static> Conn<B> {
         }
     }
 
-    fn take_driver(&mut self) -> Option<Spawn<B>> {
-        let driver = self.driver.take()?;
-        Some(Spawn {
+    fn take_driver(&mut self) -> Option<OwnTask<B>> {
+        let driver = match std::mem::replace(&mut self.polled, Polled::OwnTask) {
+            Polled::Here(driver) => driver,
+            other => {
+                self.polled = other;
+                return None;
+            }
+        };
+        Some(OwnTask {
             driver,
             pool: self.slot.pool().map(|pool| Arc::downgrade(&pool)),
             watch: Arc::clone(&self.watch),
@@ -356,76 +396,9 @@ impl<B: Send + 'static> Conn<B> {
     }
 }
 
-impl<B: Send + 'static> Pool<B> {
-    /// Opens a connection to `origin` in `slot`; its hyper connection future starts
-    /// parked in the [`Conn`].
-    pub(super) async fn connect(
-        self: &Arc<Self>,
-        origin: &Origin,
-        slot: Slot<B>,
-    ) -> Result<Checkout<B>, Error> {
-        let connecting = (self.connect)(origin.to_uri());
-        let connected = match self.config.connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, connecting)
-                .await
-                .map_err(|_| Error::new(Kind::ConnectTimeout(limit)))?,
-            None => connecting.await,
-        };
-        // On error `slot` drops here, and a waiter (if any) may try in our place.
-        let Connected { tx, socket, driver } = connected?;
-        let id = next_connection_id();
-        self.record_opened(origin);
-        let watch = Arc::new(Watch::new(
-            id,
-            Arc::clone(slot.origin()),
-            Arc::downgrade(&self.woken),
-            Arc::downgrade(&self.counters),
-        ));
-        let remote_addr = socket.as_ref().and_then(SocketHandle::remote_addr);
-        tracing::debug!(origin = %origin, conn = id, remote = ?remote_addr, "opened connection");
-        let now = Instant::now();
-        let expires = self
-            .config
-            .max_lifetime
-            .map(|l| deadline::deadline_after(now, deadline::jittered_lifetime(l, id)));
-        let mut conn = Conn::new(tx, id, socket, expires, Some(driver), watch, slot);
-        if tokio::task::try_id().is_some() {
-            // Opened from a task (a proxy's handler, an SDK call spawned on the runtime):
-            // the connection gets a task of its own, as hyper-util's do. Measured from
-            // spawned tasks, polling it inline from the request's task was no faster and
-            // at times half as fast, as the work hopped between the runtime's workers
-            // (README, Performance). From outside any task (`block_on`), where the
-            // caller's thread is not a worker, inline saves a cross-thread hop per
-            // response, and stays.
-            conn.spawn_driver();
-        }
-        Ok(Checkout {
-            conn,
-            reused: false,
-            idle_for: Duration::ZERO,
-        })
-    }
-}
+impl<B: Send + 'static> Pool<B> {}
 
-impl<B> Pool<B> {
-    /// The task running connection `id`'s future saw it end. If the connection was idle,
-    /// the server closed it.
-    pub(super) fn connection_ended(&self, origin: &Origin, id: u64) {
-        // Out of the lock before the connection is closed: its slot takes the lock.
-        let idle = self.lock().take_idle(origin, id);
-        if let Some(idle) = idle {
-            let idle_for = Instant::now().saturating_duration_since(idle.since);
-            self.observe_server_close(origin, idle_for);
-            self.evict(
-                origin,
-                idle.conn,
-                Evict::ClosedByServer,
-                idle_for,
-                "closed while idle",
-            );
-        }
-    }
-}
+impl<B> Pool<B> {}
 
 fn next_connection_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);

@@ -1,28 +1,20 @@
-//! Who polls hyper's connection future, the half of a connection that writes requests
-//! and reads responses.
-//!
-//! A connection starts with its future *parked* in its [`Conn`](super::Conn): no task
-//! of its own. The request that has the connection polls it inline
-//! ([`Conn::send`](super::Conn::send)), so that the request's task writes the request
-//! and reads the response itself: one wake-up per response, where a task per
-//! connection costs a second one (the request wakes the connection's task, which wakes
-//! the request when the response is in). When the response has been read to its end by
-//! then (a small body, all in), the connection goes back to the pool still parked.
+//! The parts of a connection that outlive a poll: the [`IdleWaker`] a parked
+//! connection's future is polled with, the list of connections woken while idle that
+//! the reaper reads ([`WokenConns`]), and the task a connection's future moves to
+//! ([`OwnTask`]).
 //!
 //! A parked idle connection must still notice a server's close at once, as a task
 //! would: the pool learns the server's idle timeout from when that happens, and a
-//! closed connection should not wait for its deadline. So the check-in polls the future
-//! once more with a [`Watch`] as its waker. Whatever the socket does next (a FIN, a RST,
-//! stray bytes) wakes the watch, which notes the time and wakes the reaper; the reaper
-//! (or a checkout that comes first) takes the connection out of the idle list and looks
-//! at its socket: a close is a server close, counted and learned from at the time the
-//! watch was woken. A wake with nothing on the socket is the runtime's IO driver
-//! shutting down (it wakes every waker it holds): the connection cannot be used from
-//! another runtime, and it is counted as `task_gone`, not as news about the server.
+//! closed connection should not wait for its deadline. Whatever the socket does (a FIN,
+//! a RST, stray bytes, a TLS record), and anything else that wakes the future (the
+//! runtime shutting down, a poll refused for a spent coop budget), wakes the idle
+//! waker, which notes the time, lists the connection and wakes the reaper. The reaper
+//! (or a checkout that comes first) reads the wake by polling the future again; see
+//! [`Conn::read_wake`](super::Conn::read_wake).
 //!
-//! A response whose body is still arriving when the request returns moves the future to
-//! a task of its own ([`Spawn`]), as the caller reads the body at their own pace. Once on
-//! a task, a future stays there, and the task tells the pool when the connection ends.
+//! The waker is also the connection's last owner: when it goes, the connection has
+//! ended wherever its future was, and its lifetime (and, if no path named one, its
+//! eviction reason) is recorded.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,41 +26,41 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::stats::{Counters, Evict};
-use super::Pool;
 use crate::origin::Origin;
+use crate::pool::stats::{Counters, Evict};
+use crate::pool::Pool;
 
 /// hyper's connection future.
-pub(crate) type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+pub(crate) type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// Idle connections whose parked future was woken, for the reaper to look at and close
-/// (see the module docs). Shared by the pool and every connection's [`Watch`].
-pub(super) struct Woken {
+/// (see the module docs). Shared by the pool and every connection's [`IdleWaker`].
+pub(in crate::pool) struct WokenConns {
     conns: Mutex<Vec<(Arc<Origin>, u64)>>,
     reaper: Arc<Notify>,
 }
 
-impl Woken {
-    pub(super) fn new(reaper: Arc<Notify>) -> Woken {
-        Woken {
+impl WokenConns {
+    pub(in crate::pool) fn new(reaper: Arc<Notify>) -> WokenConns {
+        WokenConns {
             conns: Mutex::new(Vec::new()),
             reaper,
         }
     }
 
     /// The connections woken since the last call.
-    pub(super) fn take(&self) -> Vec<(Arc<Origin>, u64)> {
+    pub(in crate::pool) fn take(&self) -> Vec<(Arc<Origin>, u64)> {
         std::mem::take(&mut *self.conns.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
-/// [`Watch::woken_at`] of a watch not woken since its connection was parked.
+/// [`IdleWaker::woken_at`] of a watch not woken since its connection was parked.
 const NOT_WOKEN: u64 = 0;
 
 /// One connection's waker while its future is parked and idle, and the flag a task
 /// sets if it is dropped before the future finished. One allocation per connection,
 /// shared with that task if the future moves to one.
-pub(super) struct Watch {
+pub(in crate::pool) struct IdleWaker {
     id: u64,
     origin: Arc<Origin>,
     /// A request has the connection and polls the future itself: wake-ups that still
@@ -78,7 +70,7 @@ pub(super) struct Watch {
     /// connection then reads as closed, but the server did nothing.
     task_gone: AtomicBool,
     /// The connection's end has been counted under an eviction reason
-    /// ([`Pool::count_eviction`](super::Pool::count_eviction)). One that was not is
+    /// ([`Pool::count_eviction`](crate::pool::Pool::count_eviction)). One that was not is
     /// counted when the watch goes, so that every connection the pool opened ends
     /// under exactly one reason.
     counted: AtomicBool,
@@ -87,21 +79,21 @@ pub(super) struct Watch {
     /// Nanoseconds after `opened_at`, plus one; 0 while not woken. An atomic rather
     /// than a `Mutex<Option<Instant>>`: 8 bytes in every connection instead of 24.
     woken_at: AtomicU64,
-    woken: Weak<Woken>,
+    woken: Weak<WokenConns>,
     /// The last owner of the watch goes when the connection has ended, wherever its
     /// future was (parked, or on a task): that is when its lifetime is recorded.
     opened_at: Instant,
     counters: Weak<Counters>,
 }
 
-impl Watch {
-    pub(super) fn new(
+impl IdleWaker {
+    pub(in crate::pool) fn new(
         id: u64,
         origin: Arc<Origin>,
-        woken: Weak<Woken>,
+        woken: Weak<WokenConns>,
         counters: Weak<Counters>,
-    ) -> Watch {
-        Watch {
+    ) -> IdleWaker {
+        IdleWaker {
             id,
             origin,
             in_use: AtomicBool::new(true),
@@ -115,18 +107,18 @@ impl Watch {
     }
 
     /// A request takes the connection: from now on its task polls the future.
-    pub(super) fn in_use(&self) {
+    pub(in crate::pool) fn in_use(&self) {
         self.in_use.store(true, Ordering::Release);
     }
 
     /// The connection goes back to the pool, parked, with this watch as the waker.
-    pub(super) fn parked(&self) {
+    pub(in crate::pool) fn parked(&self) {
         self.woken_at.store(NOT_WOKEN, Ordering::Relaxed);
         self.in_use.store(false, Ordering::Release);
     }
 
     /// When the watch was woken since the connection was parked, if it was.
-    pub(super) fn woken_at(&self) -> Option<Instant> {
+    pub(in crate::pool) fn woken_at(&self) -> Option<Instant> {
         match self.woken_at.load(Ordering::Acquire) {
             NOT_WOKEN => None,
             stamp => Some(
@@ -137,17 +129,17 @@ impl Watch {
         }
     }
 
-    pub(super) fn task_gone(&self) -> bool {
+    pub(in crate::pool) fn task_gone(&self) -> bool {
         self.task_gone.load(Ordering::Relaxed)
     }
 
     /// Marks the connection's end as counted; `false` if it already was.
-    pub(super) fn mark_counted(&self) -> bool {
+    pub(in crate::pool) fn mark_counted(&self) -> bool {
         !self.counted.swap(true, Ordering::Relaxed)
     }
 }
 
-impl Drop for Watch {
+impl Drop for IdleWaker {
     fn drop(&mut self) {
         if let Some(counters) = self.counters.upgrade() {
             if !*self.counted.get_mut() {
@@ -167,7 +159,7 @@ impl Drop for Watch {
     }
 }
 
-impl Wake for Watch {
+impl Wake for IdleWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -199,17 +191,17 @@ impl Wake for Watch {
 
 /// A connection's future on its way to a task of its own; spawned outside the pool's
 /// lock (see the locking rule in [`pool`](super)).
-pub(super) struct Spawn<B> {
-    pub(super) driver: Driver,
-    pub(super) pool: Option<Weak<Pool<B>>>,
+pub(in crate::pool) struct OwnTask<B> {
+    pub(in crate::pool) driver: ConnFuture,
+    pub(in crate::pool) pool: Option<Weak<Pool<B>>>,
     /// The connection's watch: its origin and id, and the flag to set if the task is
     /// dropped unfinished.
-    pub(super) watch: Arc<Watch>,
+    pub(in crate::pool) watch: Arc<IdleWaker>,
 }
 
-impl<B: Send + 'static> Spawn<B> {
-    pub(super) fn spawn(self) {
-        let Spawn {
+impl<B: Send + 'static> OwnTask<B> {
+    pub(in crate::pool) fn spawn(self) {
+        let OwnTask {
             driver,
             pool,
             watch,
@@ -229,7 +221,7 @@ impl<B: Send + 'static> Spawn<B> {
 
 /// Marks a connection's task as gone if it is dropped before hyper's connection future
 /// finished: the only way that happens is its runtime shutting down.
-struct TaskGone(Option<Arc<Watch>>);
+struct TaskGone(Option<Arc<IdleWaker>>);
 
 impl TaskGone {
     /// The connection future ran to its end: nothing to mark.

@@ -1,0 +1,294 @@
+//! Checkout: how a request gets a connection. The most recently idled one whose
+//! deadline has not passed, after the last look before reuse (a wake of its parked
+//! future read, the peek); one whose response has just been read to its end; a new one;
+//! or, at `max_connections_per_origin`, a place in the FIFO queue of waiters, which it
+//! keeps with its deadline until it is served or gives up.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::idle::Idle;
+use super::slots::{Slot, Turn, Waiting};
+use super::stats::Closing;
+use super::{deadline, learn, pending, Checkout, Conn, Evict, OriginState, Pool, State};
+use crate::error::{Error, Kind};
+use crate::io::{Liveness, SocketHandle};
+use crate::origin::Origin;
+
+/// How a checkout proceeds, as decided under the lock.
+enum Step<'a, B: Send + 'static> {
+    Reuse(Idle<B>),
+    Connect(Slot<B>),
+    /// A fresh connection at `max_connections_per_origin`: close this idle one and
+    /// open the new one in its slot.
+    Replace(Idle<B>),
+    Wait(Waiting<'a, B>),
+}
+
+impl<B: Send + 'static> Pool<B> {
+    /// A connection for `origin`: the most recently idled one that is still good, one
+    /// whose response has just been read to its end (see [`pending`]), a new one, or
+    /// (at `max_connections_per_origin`) the first one freed, in FIFO order.
+    ///
+    /// `fresh` skips the idle list: a resend after a stale-connection failure goes on a
+    /// new connection, as the other idle ones may be just as stale. At
+    /// `max_connections_per_origin` it closes the least recently used idle connection
+    /// and opens the new one in its place; with none idle, it waits its turn and opens
+    /// the new connection in the slot of the first one freed.
+    ///
+    /// A waiter keeps its place and its deadline (`checkout_timeout`, counted from when
+    /// the checkout began): a connection granted to it that fails the look before
+    /// reuse is closed, and the waiter opens a new one in its slot.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        origin: &Origin,
+        fresh: bool,
+    ) -> Result<Checkout<B>, Error> {
+        let wait_until = self
+            .config
+            .checkout_timeout
+            .map(|limit| (deadline::deadline_after(Instant::now(), limit), limit));
+        loop {
+            let mut closing = Vec::new();
+            let step = self.next_step(origin, fresh, &mut closing);
+            let now = Instant::now();
+            self.close_all(origin, closing, now);
+            match step {
+                Step::Reuse(idle) => {
+                    let idle_for = now.saturating_duration_since(idle.since);
+                    // On failure the slot drops here, and the next idle one is tried.
+                    if let Ok(conn) = self.hand_out(origin, idle, now) {
+                        return Ok(Checkout {
+                            conn,
+                            reused: true,
+                            idle_for,
+                        });
+                    }
+                }
+                Step::Connect(slot) => return self.connect(origin, slot).await,
+                Step::Replace(idle) => {
+                    let idle_for = now.saturating_duration_since(idle.since);
+                    let slot = self.retire(origin, idle.conn, Evict::ConnectionLimit, idle_for, "");
+                    return self.connect(origin, slot).await;
+                }
+                Step::Wait(waiting) => match waiting.granted(wait_until).await? {
+                    Some(Turn::Conn(idle)) => {
+                        let now = Instant::now();
+                        let idle_for = now.saturating_duration_since(idle.since);
+                        if fresh {
+                            // A resend asked for a new connection, not a reused one.
+                            let slot = self.retire(
+                                origin,
+                                idle.conn,
+                                Evict::ConnectionLimit,
+                                idle_for,
+                                "",
+                            );
+                            return self.connect(origin, slot).await;
+                        }
+                        return match self.hand_out(origin, idle, now) {
+                            Ok(conn) => Ok(Checkout {
+                                conn,
+                                reused: true,
+                                idle_for,
+                            }),
+                            // Its turn stays its turn: a new connection in the slot.
+                            Err(slot) => self.connect(origin, slot).await,
+                        };
+                    }
+                    Some(Turn::Slot(slot)) => return self.connect(origin, slot).await,
+                    // Senders are only dropped with the pool, which `self` keeps
+                    // alive; should that ever change, waiting again is still right.
+                    None => {}
+                },
+            }
+        }
+    }
+
+    /// Decides, under the lock, how a checkout proceeds. Connections found unusable on
+    /// the way go to `closing`, to be closed after the lock is released.
+    fn next_step<'a>(
+        self: &'a Arc<Self>,
+        origin: &'a Origin,
+        fresh: bool,
+        closing: &mut Vec<Closing<B>>,
+    ) -> Step<'a, B> {
+        let mut guard = self.lock();
+        let State {
+            origins,
+            idle,
+            open,
+            learned,
+            next_waiter,
+            ..
+        } = &mut *guard;
+        let now = Instant::now();
+        let entry = match origins.get_mut(origin) {
+            Some(entry) => entry,
+            None => origins
+                .entry(origin.clone())
+                .or_insert_with(|| OriginState::new(origin)),
+        };
+        if !fresh {
+            while let Some(candidate) = entry.idle.pop_back() {
+                idle.remove(&candidate);
+                // The reaper may not have run yet: never hand out an expired one.
+                if now >= candidate.deadline {
+                    closing.push(Closing {
+                        reason: candidate.reason,
+                        conn: candidate.conn,
+                        since: candidate.since,
+                        detail: "",
+                    });
+                } else if candidate.conn.tx.is_closed() {
+                    // A task dropped with its runtime is no news about the server.
+                    let reason = if candidate.conn.task_gone() {
+                        Evict::TaskGone
+                    } else {
+                        Evict::ClosedByServer
+                    };
+                    closing.push(Closing {
+                        conn: candidate.conn,
+                        since: candidate.since,
+                        reason,
+                        detail: "connection task ended",
+                    });
+                } else {
+                    return Step::Reuse(candidate);
+                }
+            }
+            // A waiter comes first: the connection is checked in to it in a moment.
+            if entry.waiters.is_empty() && !entry.pending.is_empty() {
+                let learned = learn::learned_for(learned, origin, now, &self.config);
+                let ready = pending::take_ready_pending(entry, &self.config, now, learned, closing);
+                if let Some(idle) = ready {
+                    return Step::Reuse(idle);
+                }
+            }
+        }
+        let at_max = self
+            .config
+            .max_connections_per_origin
+            .is_some_and(|max| entry.open >= max);
+        if !at_max {
+            entry.open += 1;
+            *open += 1;
+            return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
+        }
+        if fresh {
+            if let Some(lru) = entry.idle.pop_front() {
+                idle.remove(&lru);
+                return Step::Replace(lru);
+            }
+        }
+        Step::Wait(Waiting::enqueue(
+            self,
+            origin,
+            &mut entry.waiters,
+            next_waiter,
+        ))
+    }
+
+    /// Opens a connection to `origin` in `slot`; its hyper connection future starts
+    /// parked in the [`Conn`].
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        origin: &Origin,
+        slot: Slot<B>,
+    ) -> Result<Checkout<B>, Error> {
+        let connecting = (self.connect)(origin.to_uri());
+        let connected = match self.config.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, connecting)
+                .await
+                .map_err(|_| Error::new(Kind::ConnectTimeout(limit)))?,
+            None => connecting.await,
+        };
+        // On error `slot` drops here, and a waiter (if any) may try in our place.
+        let connected = connected?;
+        self.record_opened(origin);
+        let conn = Conn::opened(
+            connected,
+            slot,
+            self.config.max_lifetime,
+            Arc::downgrade(&self.woken),
+            Arc::downgrade(&self.counters),
+        );
+        let remote_addr = conn.socket.as_ref().and_then(SocketHandle::remote_addr);
+        tracing::debug!(origin = %origin, conn = conn.id, remote = ?remote_addr, "opened connection");
+        Ok(Checkout {
+            conn,
+            reused: false,
+            idle_for: Duration::ZERO,
+        })
+    }
+}
+
+impl<B> Pool<B> {
+    /// The last look before a pooled connection is reused: its deadline, a wake of its
+    /// parked future, the peek. On failure the connection has been counted and closed,
+    /// and its slot is returned, for a connection opened in its place.
+    pub(super) fn hand_out(
+        &self,
+        origin: &Origin,
+        idle: Idle<B>,
+        now: Instant,
+    ) -> Result<Conn<B>, Slot<B>> {
+        let Idle {
+            mut conn,
+            since,
+            deadline,
+            reason,
+        } = idle;
+        let idle_for = now.saturating_duration_since(since);
+        if now >= deadline {
+            // A connection granted to a waiter whose deadline passed on the way.
+            return Err(self.retire(origin, conn, reason, idle_for, ""));
+        }
+        if conn.woken_at().is_some() && !conn.read_wake() {
+            // The reaper has not got to it yet.
+            return Err(self.retire_ended(origin, conn, since));
+        }
+        if self.config.check_before_reuse {
+            let mut found = conn.peek();
+            if found == Some(Liveness::UnexpectedBytes) {
+                // Over TLS, a record the session will consume; read it through.
+                if !conn.read_wake() {
+                    return Err(self.retire_ended(origin, conn, since));
+                }
+                found = conn.peek();
+                if found == Some(Liveness::UnexpectedBytes) {
+                    // Not yet readable to the future: never written to, but not
+                    // learned from either, as it may not be a close at all.
+                    return Err(self.retire(
+                        origin,
+                        conn,
+                        Evict::ClosedByServer,
+                        idle_for,
+                        "unread bytes on an idle connection",
+                    ));
+                }
+            }
+            if let Some(found @ (Liveness::Closed | Liveness::Error(_))) = found {
+                self.observe_server_close(origin, idle_for);
+                return Err(self.retire(
+                    origin,
+                    conn,
+                    Evict::ClosedByServer,
+                    idle_for,
+                    found.describe(),
+                ));
+            }
+        }
+        self.counters.reuses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            origin = %origin,
+            conn = conn.id,
+            idle_ms = idle_for.as_millis() as u64,
+            "reusing pooled connection"
+        );
+        Ok(conn)
+    }
+}
