@@ -80,7 +80,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             conn.begin_request(req.headers());
             let before = conn.socket.as_ref().map(SocketHandle::mark);
             let sent = conn.send(req).await;
-            let mut conn = conn.landed();
+            let mut conn = conn.answered();
             match sent {
                 Ok(mut response) => {
                     conn.observe_response(response.status(), response.headers());
@@ -197,10 +197,10 @@ impl<'a, B: Send + 'static> InFlight<'a, B> {
     }
 
     /// The request came back (a response or an error): the connection is the caller's.
-    fn landed(mut self) -> Conn<B> {
+    fn answered(mut self) -> Conn<B> {
         self.conn
             .take()
-            .expect("the connection is only taken by landed(), which consumes the guard")
+            .expect("the connection is only taken by answered(), which consumes the guard")
     }
 }
 
@@ -208,13 +208,13 @@ impl<B: Send + 'static> std::ops::Deref for InFlight<'_, B> {
     type Target = Conn<B>;
 
     fn deref(&self) -> &Conn<B> {
-        self.conn.as_ref().expect("present until landed()")
+        self.conn.as_ref().expect("present until answered()")
     }
 }
 
 impl<B: Send + 'static> std::ops::DerefMut for InFlight<'_, B> {
     fn deref_mut(&mut self) -> &mut Conn<B> {
-        self.conn.as_mut().expect("present until landed()")
+        self.conn.as_mut().expect("present until answered()")
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A state machine in tower's shape: wait for the inner service, call it, and on a
 //! failure ask the policy; a resend waits out the backoff (if any) and starts over.
-//! What is kept of the request between attempts lives in [`Kept`].
+//! What is kept of the request between attempts lives in [`SavedRequest`].
 
 use std::fmt;
 use std::future::Future;
@@ -33,7 +33,7 @@ pin_project! {
     {
         inner: S,
         retrier: Arc<Retrier>,
-        request: Kept<B>,
+        request: SavedRequest<B>,
         #[pin]
         state: State<S::Future>,
     }
@@ -68,7 +68,7 @@ where
     B: Body,
 {
     pub(crate) fn new(inner: S, retrier: Arc<Retrier>, req: Request<B>) -> Self {
-        let request = Kept::new(req, &retrier);
+        let request = SavedRequest::new(req, &retrier);
         ResponseFuture {
             inner,
             retrier,
@@ -148,7 +148,7 @@ where
 }
 
 /// What is kept of a request between its attempts.
-struct Kept<B> {
+struct SavedRequest<B> {
     has_idempotency_key: bool,
     /// Attempts made so far, including those of an outer retry layer.
     attempts: u32,
@@ -181,7 +181,7 @@ enum Mode<B> {
     },
 }
 
-impl<B: Body> Kept<B> {
+impl<B: Body> SavedRequest<B> {
     fn new(req: Request<B>, retrier: &Retrier) -> Self {
         let policy = retrier.policy();
         let (mut head, body) = req.into_parts();
@@ -206,7 +206,7 @@ impl<B: Body> Kept<B> {
                 furthest: Progress::NotWritten,
             }
         };
-        Kept {
+        SavedRequest {
             has_idempotency_key,
             attempts,
             mode,
