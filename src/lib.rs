@@ -95,9 +95,16 @@
 //!    [`TcpKeepalive`] and the other socket options; TLS on top for `https` with the
 //!    `rustls` feature; or a Unix socket), or waits in a FIFO queue at
 //!    `max_connections_per_origin`.
-//! 4. On the response head, `header` reads `Connection` and `Keep-Alive`; when the body
-//!    ends, the pool checks the connection in with a deadline below the server's known,
-//!    hinted or learned idle timeout, and a reaper closes it when that passes.
+//! 4. On the response head, `header` reads `Connection` and `Keep-Alive`, and the
+//!    connection's idle period begins (the earliest moment the server can have started
+//!    its own timer); when the body ends, the pool checks the connection in with a
+//!    deadline below the server's known, hinted or learned idle timeout, counted from
+//!    then, and a reaper closes it when that passes. Who polls hyper's connection future
+//!    is the connection's own state (`pool::connection`): a task of its own for a
+//!    connection opened from a task, or the request's task, parked in the pool while
+//!    idle, for one opened from outside any task; a wake of a parked connection is read
+//!    by polling it again (see the README, "When idleness starts, and what a wake
+//!    means").
 //! 5. Back in `retry`, a failure is resent or returned by the policy's rules, with
 //!    [`Error`] reporting the furthest any attempt got.
 //!
@@ -105,7 +112,8 @@
 //! default and its validation), `info` ([`ConnectionInfo`], [`PoolStats`]), `header`,
 //! `origin`, `body` ([`Body`], and [`retry::ReplayBody`], which both `retry` and
 //! `dispatch` send), `attempt` (what `retry` and `dispatch` share about attempts:
-//! the markers on a resent request, refusal reasons, resend counters). Beside the path, not on it: [`keepalive`] (operators' guardrails: parity,
+//! the markers on a resent request, refusal reasons, resend counters). Beside the path,
+//! not on it: [`keepalive`] (operators' guardrails: parity,
 //! durations with units, the probe behind the `closefirst-probe` binary), `metrics`
 //! (feature `metrics`: [`Client::stats`] and [`Client::origin_stats`] through the
 //! `metrics` facade) and `lab` (feature `lab`: the race lab, the one test and lab
