@@ -1,6 +1,6 @@
 //! What the retry layer and the pool's dispatch share about one request's attempts:
 //! the request-extension markers a resend carries down to the dispatch
-//! ([`FreshConnection`], [`AttemptsMade`]), why a failure was not resent
+//! ([`FreshConnection`], [`AttemptsMade`], [`NotResendable`]), why a failure was not resent
 //! ([`Refusal`]), and [`RetryCounters`], which both add to and
 //! [`PoolStats`](crate::PoolStats) reads. A leaf, so that `dispatch` needs nothing from
 //! `retry` and `retry` nothing from `dispatch`.
@@ -9,6 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Progress;
 use crate::info::{Refusals, Resends};
+
+/// Marks a request the retry policy would not resend once it was written (a POST or
+/// PATCH without `Idempotency-Key` under the default policy, any request under
+/// `Policy::never()`): the pool gives it only a connection idle below what the server
+/// was seen to allow (see `pool::deadline::allowed_idle_unresendable`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NotResendable;
 
 /// Resends by how far the failed attempt got, refusals by reason.
 #[derive(Debug, Default)]

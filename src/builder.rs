@@ -66,17 +66,33 @@ impl Builder {
         Self::default()
     }
 
-    /// The longest a connection may sit idle in the pool before the client closes it.
+    /// How long a connection may sit idle in the pool while nothing is known of the
+    /// server's idle timer: no `Keep-Alive: timeout` hint, no close seen, nothing proven.
     ///
     /// Keep it below the server's keep-alive timeout by at least the margin
-    /// (`server keep-alive >= idle_timeout + margin`): then the client always closes
-    /// first and never writes a request onto a connection the server is closing.
-    /// A server's `Keep-Alive: timeout` hint can only shorten it (a hint above one day
-    /// counts as one day). Must be greater than zero. Any larger value is accepted: past about 30 years (`Duration::MAX`
+    /// (`server keep-alive >= idle_timeout + margin`): then the client closes first
+    /// even at first contact. A server's hint replaces it (minus the margin, up to
+    /// [`max_idle_timeout`](Builder::max_idle_timeout)), and so does what the pool
+    /// learns of the server's timer (see [`learn_idle_timeout`](Builder::learn_idle_timeout));
+    /// with learning off, a hint can only shorten it (a hint above one day counts as
+    /// one day). Must be greater than zero. Any larger value is accepted: past about 30 years (`Duration::MAX`
     /// included) it means idle connections are never closed for being idle (server
     /// hints, the learned timeout and `max_lifetime` still apply). Defaults to 4 seconds.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// The longest a connection may sit idle on a server's `Keep-Alive: timeout` hint or
+    /// on what the pool has learned of its timer (a close seen, or an idle time proven
+    /// by a connection no request rode). Below `idle_timeout` it counts as
+    /// `idle_timeout`. Ignored with [`learn_idle_timeout(false)`](Builder::learn_idle_timeout).
+    /// Defaults to 90 seconds ([`DEFAULT_MAX_IDLE_TIMEOUT`](crate::DEFAULT_MAX_IDLE_TIMEOUT)):
+    /// what Go's `Transport` and hyper-util keep idle connections, above nginx's 75 s,
+    /// and below the 4–10 minutes after which load balancers and NAT gateways drop an
+    /// idle flow silently (kernel keepalive, on by default, keeps such entries alive).
+    pub fn max_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.max_idle_timeout = timeout;
         self
     }
 
@@ -158,13 +174,20 @@ impl Builder {
         self
     }
 
-    /// Whether to learn each origin's idle timeout from the closes the pool observes
-    /// (the server closing idle connections, stale-connection failures) and close
-    /// connections `keep_alive_margin` before it. Helps with servers that close idle
-    /// connections on a timer but send no `Keep-Alive` hint. The learned value never
-    /// exceeds `idle_timeout`, ignores a single early close, and relaxes by a quarter
-    /// per quiet minute; it is reported in [`PoolStats::learned_idle_timeouts`](crate::PoolStats::learned_idle_timeouts).
-    /// Defaults to `true`.
+    /// Whether to learn each origin's idle timer, both ways, and close its idle
+    /// connections `keep_alive_margin` before it. Downward: from the closes the pool
+    /// sees (the server closing an idle connection, stale-connection failures), the
+    /// latest one. Upward, without risking a request: the first idle connection of an
+    /// origin to reach its deadline becomes the origin's probe, out of rotation, until
+    /// the server closes it (its timer is then known) or about twice its idle time
+    /// passes (that much is then proven); reuses that got their response prove their
+    /// idle time too. Up to [`max_idle_timeout`](Builder::max_idle_timeout). A request
+    /// that may not be resent (a POST without `Idempotency-Key`) rides only a
+    /// connection idle below what the server was seen to allow, minus the margin, and
+    /// otherwise gets a new one. What is in force per origin is in
+    /// [`Client::origin_stats`](crate::Client::origin_stats). With `false`,
+    /// `idle_timeout` is fixed (a hint can only shorten it), there is no probe, and
+    /// every request may ride any connection within its deadline. Defaults to `true`.
     pub fn learn_idle_timeout(mut self, learn: bool) -> Self {
         self.config.learn_idle_timeout = learn;
         self

@@ -9,6 +9,15 @@ use crate::error::Error;
 /// (and well below gunicorn's 2 s once the margin applies to a hint), so the client
 /// closes first against the common defaults.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default [`Builder::max_idle_timeout`](crate::Builder::max_idle_timeout): the
+/// longest a connection may stay idle on a server's hint or on what the pool proved of
+/// its timer. 90 s is what Go's `Transport` and hyper-util keep idle connections by
+/// default, above nginx's 75 s so that nginx's timer can be found, and below the
+/// 4–10 minutes after which cloud load balancers and NAT gateways drop an idle flow
+/// silently; kernel keepalive (30 s idle by default) keeps such an entry alive anyway,
+/// so the bound is for servers and middleboxes that ignore it.
+pub const DEFAULT_MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Default [`Builder::keep_alive_margin`](crate::Builder::keep_alive_margin), for an `idle_timeout` of 4 seconds or more;
 /// below that the default margin is a quarter of `idle_timeout`.
 pub const DEFAULT_KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
@@ -34,6 +43,8 @@ pub(crate) const DEFAULT_ATTEMPTS: u32 = 2;
 #[derive(Clone, Debug)]
 pub(crate) struct PoolConfig {
     pub(crate) idle_timeout: Duration,
+    /// The ceiling for hints and proven timers (at least `idle_timeout`).
+    pub(crate) max_idle_timeout: Duration,
     pub(crate) keep_alive_margin: Duration,
     pub(crate) max_idle_per_origin: usize,
     pub(crate) max_connections_per_origin: Option<usize>,
@@ -51,6 +62,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_idle_timeout: DEFAULT_MAX_IDLE_TIMEOUT,
             keep_alive_margin: DEFAULT_KEEP_ALIVE_MARGIN,
             max_idle_per_origin: DEFAULT_MAX_IDLE_PER_ORIGIN,
             max_connections_per_origin: None,

@@ -14,7 +14,7 @@ use http::header::HOST;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::attempt::{AttemptsMade, FreshConnection, RetryCounters};
+use crate::attempt::{AttemptsMade, FreshConnection, NotResendable, RetryCounters};
 use crate::body::{Body, ReplayBody};
 use crate::error::{Error, Progress};
 use crate::info::ConnectionInfo;
@@ -62,6 +62,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             .remove::<AttemptsMade>()
             .map_or(0, |a| a.0);
         let max_attempts = pool.config().max_attempts;
+        let resendable = req.extensions_mut().remove::<NotResendable>().is_none();
 
         loop {
             attempts += 1;
@@ -69,8 +70,9 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                 conn,
                 reused,
                 idle_for,
+                proven,
             } = pool
-                .checkout(&origin, fresh)
+                .checkout(&origin, fresh, resendable)
                 .await
                 .map_err(|e| e.with_attempts(attempts))?;
             // Asked after a failure: did the caller's own body fail? hyper consumed the
@@ -83,6 +85,10 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
             let mut conn = conn.answered();
             match sent {
                 Ok(mut response) => {
+                    if reused && idle_for > proven {
+                        // The server kept the connection that long and answered on it.
+                        pool.prove(&origin, idle_for);
+                    }
                     conn.observe_response(response.status(), response.headers());
                     response.extensions_mut().insert(ConnectionInfo {
                         id: conn.id,

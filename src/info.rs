@@ -66,8 +66,10 @@ pub struct PoolStats {
     pub resends: Resends,
     /// Failed requests not sent again, by reason.
     pub refusals: Refusals,
-    /// The idle timeout learned per origin (`http://host:port`) from the server's own
-    /// closes, as in force now. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
+    /// Probes of servers' idle timers.
+    pub probes: Probes,
+    /// The idle time after which each origin's server (`http://host:port`) was last seen
+    /// closing a connection, as the pool uses it. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
     pub learned_idle_timeouts: BTreeMap<String, Duration>,
 }
 
@@ -102,11 +104,67 @@ pub struct OriginStats {
     pub connections_opened: u64,
     /// Connections to this origin removed from the pool, by reason.
     pub evictions: Evictions,
-    /// The idle timeout learned from this server's own closes, as in force now; `None`
-    /// when nothing is learned (or learning is off).
+    /// The idle time after which this server was last seen closing a connection, as
+    /// the pool uses it; `None` when none was seen (or learning is off).
     pub learned_idle_timeout: Option<Duration>,
+    /// How long a connection to this origin may stay idle now (for a request that may
+    /// be resent; a connection's own `Keep-Alive` hint applies to it alone), and
+    /// [`idle_deadline_source`](OriginStats::idle_deadline_source) says why.
+    pub idle_deadline: Duration,
+    /// Where [`idle_deadline`](OriginStats::idle_deadline) comes from.
+    pub idle_deadline_source: DeadlineSource,
+    /// The longest idle time this server was seen to allow: a connection reused after
+    /// it that got its response, or the probe still open then. Zero until seen.
+    pub proven_idle: Duration,
+    /// The idle time this origin's probe is testing, while one runs.
+    pub probe: Option<Duration>,
     /// Who closed idle connections first: the client at its deadline, or the server.
     pub idle_closes: IdleCloses,
+}
+
+/// Where an origin's idle deadline comes from. See [`OriginStats::idle_deadline`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadlineSource {
+    /// Nothing is known of the server's timer: [`Builder::idle_timeout`](crate::Builder::idle_timeout).
+    #[default]
+    Configured,
+    /// The server's `Keep-Alive: timeout` hint, minus the margin (up to
+    /// [`Builder::max_idle_timeout`](crate::Builder::max_idle_timeout)).
+    Hint,
+    /// A close the pool saw, minus the margin: the server's timer.
+    ObservedClose,
+    /// An idle time the server was seen to allow (a reuse answered after it, or the
+    /// probe still open), minus the margin.
+    Proven,
+}
+
+impl DeadlineSource {
+    /// A short name: `configured`, `hint`, `observed_close`, `proven`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlineSource::Configured => "configured",
+            DeadlineSource::Hint => "hint",
+            DeadlineSource::ObservedClose => "observed_close",
+            DeadlineSource::Proven => "proven",
+        }
+    }
+}
+
+/// The probes the pool ran to learn servers' idle timers upward (see
+/// [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout)). Each costs one
+/// idle connection that no request rides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Probes {
+    /// Probes running now (at most one per origin).
+    pub running: usize,
+    /// Probes started.
+    pub started: u64,
+    /// Probes still open at their target idle time: that much is proven.
+    pub proven: u64,
+    /// Probes the server closed first: its timer is known.
+    pub closed_by_server: u64,
 }
 
 /// The most origins [`Client::origin_stats`](crate::Client::origin_stats) tracks.

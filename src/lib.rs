@@ -151,12 +151,12 @@ pub use builder::Builder;
 pub use client::{Client, ResponseFuture};
 pub use config::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_KEEP_ALIVE_MARGIN, DEFAULT_MAX_IDLE_PER_ORIGIN,
+    DEFAULT_KEEP_ALIVE_MARGIN, DEFAULT_MAX_IDLE_PER_ORIGIN, DEFAULT_MAX_IDLE_TIMEOUT,
 };
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
 pub use info::{
-    ConnectionInfo, Evictions, IdleCloses, OriginStats, PoolStats, Refusals, Resends,
-    MAX_TRACKED_ORIGINS,
+    ConnectionInfo, DeadlineSource, Evictions, IdleCloses, OriginStats, PoolStats, Probes,
+    Refusals, Resends, MAX_TRACKED_ORIGINS,
 };
 pub use layer::PoolLayer;

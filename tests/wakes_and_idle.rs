@@ -501,6 +501,9 @@ async fn defect_5_a_dispatch_task_gone_mid_request_reports_what_was_written() {
     let (addr, counts) = slow_body_then_silent_post();
     let client: Client<Full<Bytes>> = Client::builder()
         .idle_timeout(Duration::from_secs(30))
+        // Pinned: the POST must ride the connection whose future runs on runtime A,
+        // which with learning on it would only on evidence of the server's timer.
+        .learn_idle_timeout(false)
         .build()
         .expect("valid settings");
     let url = format!("http://{addr}/");

@@ -5,13 +5,14 @@
 //! why; one whose future ended while idle is closed under who ended it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::idle::Idle;
 use super::pending::{self, remove_pending, Pending, Returned, Task};
 use super::slots::{self, Slot};
-use super::{deadline, learn, Conn, Evict, Pool};
+use super::{deadline, Conn, Evict, Pool};
 use crate::origin::Origin;
 
 impl<B: Send + 'static> Pool<B> {
@@ -44,11 +45,11 @@ impl<B: Send + 'static> Pool<B> {
             return;
         }
         let state = &mut *guard;
-        let learned = learn::learned_for(&mut state.learned, &origin, now, &self.config);
+        let evidence = self.evidence(&state.learned, &origin);
         // Counted from when the response head arrived, not from now: the caller may
         // have taken its time reading the body, while the server's timer ran.
-        let (deadline, reason) = deadline::deadline(&conn, &self.config, since, learned);
-        let retire = deadline::retire_reason(&conn, &self.config, now, learned)
+        let (deadline, reason) = deadline::deadline(&conn, &self.config, since, &evidence);
+        let retire = deadline::retire_reason(&conn, &self.config, now, &evidence)
             .or((deadline <= now).then_some(reason));
         if let Some(reason) = retire {
             drop(guard);
@@ -165,23 +166,27 @@ impl<B> Pool<B> {
         self.evict(origin, conn, reason, idle_for, detail);
     }
 
-    /// Closes an idle connection whose parked future ended, idle since `since`. The
-    /// socket tells who ended it: a FIN, a RST, bytes, or a future that read the end
-    /// of the stream or a reply it could not parse is the server, learned from at the
-    /// time of the wake; an IO error with a quiet socket is the runtime's IO driver
-    /// shutting down under it, which says nothing about the server.
-    pub(super) fn close_ended(&self, origin: &Origin, conn: Conn<B>, since: Instant) {
+    /// Closes an idle connection whose parked future ended, idle since `since`, under
+    /// who ended it (see [`Conn::why_ended`]); a server's close is learned from at the
+    /// time of the wake. `probe`: it was the origin's probe, whose close is expected.
+    pub(super) fn close_ended(&self, origin: &Origin, conn: Conn<B>, since: Instant, probe: bool) {
         // Dropping the slot gives it back (or to the first waiter).
-        drop(self.retire_ended(origin, conn, since));
+        drop(self.retire_ended(origin, conn, since, probe));
     }
 
     /// [`close_ended`](Pool::close_ended), keeping the slot.
-    pub(super) fn retire_ended(&self, origin: &Origin, conn: Conn<B>, since: Instant) -> Slot<B> {
+    pub(super) fn retire_ended(
+        &self,
+        origin: &Origin,
+        conn: Conn<B>,
+        since: Instant,
+        probe: bool,
+    ) -> Slot<B> {
         let at = conn.woken_at().unwrap_or_else(Instant::now);
         let idle_for = at.saturating_duration_since(since);
         let (reason, detail) = conn.why_ended();
         if reason == Evict::ClosedByServer {
-            self.observe_server_close(origin, idle_for);
+            self.server_closed_idle(origin, idle_for, probe);
         }
         self.retire(origin, conn, reason, idle_for, detail)
     }
@@ -191,9 +196,9 @@ impl<B> Pool<B> {
     pub(super) fn connection_ended(&self, origin: &Origin, id: u64) {
         // Out of the lock before the connection is closed: its slot takes the lock.
         let idle = self.lock().take_idle(origin, id);
-        if let Some(idle) = idle {
+        if let Some((idle, probe)) = idle {
             let idle_for = Instant::now().saturating_duration_since(idle.since);
-            self.observe_server_close(origin, idle_for);
+            self.server_closed_idle(origin, idle_for, probe);
             self.evict(
                 origin,
                 idle.conn,
@@ -202,5 +207,15 @@ impl<B> Pool<B> {
                 "closed while idle",
             );
         }
+    }
+
+    /// The server closed an idle connection of `origin` after `idle_for`: learned from;
+    /// the origin's probe closing is expected, counted as the probe's outcome and not as
+    /// a parity violation.
+    fn server_closed_idle(&self, origin: &Origin, idle_for: Duration, probe: bool) {
+        if probe {
+            self.counters.probe_closed();
+        }
+        self.observe_close(origin, idle_for, probe);
     }
 }

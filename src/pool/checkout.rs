@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::idle::Idle;
 use super::slots::{Slot, Turn, Waiting};
 use super::stats::Closing;
-use super::{deadline, learn, pending, Checkout, Conn, Evict, OriginState, Pool, State};
+use super::{deadline, pending, Checkout, Conn, Evict, OriginState, Pool, State};
 use crate::error::{Error, Kind};
 use crate::io::{Liveness, SocketHandle};
 use crate::origin::Origin;
@@ -42,10 +42,16 @@ impl<B: Send + 'static> Pool<B> {
     /// A waiter keeps its place and its deadline (`checkout_timeout`, counted from when
     /// the checkout began): a connection granted to it that fails the look before
     /// reuse is closed, and the waiter opens a new one in its slot.
+    ///
+    /// A request that may not be be resent (`!resendable`: a POST without
+    /// `Idempotency-Key`) takes only a connection idle below what the server was seen
+    /// to allow (`deadline::allowed_idle_unresendable`); otherwise it is treated as
+    /// `fresh`.
     pub(crate) async fn checkout(
         self: &Arc<Self>,
         origin: &Origin,
         fresh: bool,
+        resendable: bool,
     ) -> Result<Checkout<B>, Error> {
         let wait_until = self
             .config
@@ -53,7 +59,8 @@ impl<B: Send + 'static> Pool<B> {
             .map(|limit| (deadline::deadline_after(Instant::now(), limit), limit));
         loop {
             let mut closing = Vec::new();
-            let step = self.next_step(origin, fresh, &mut closing);
+            let mut proven = Duration::ZERO;
+            let step = self.next_step(origin, fresh, resendable, &mut closing, &mut proven);
             let now = Instant::now();
             self.close_all(origin, closing, now);
             match step {
@@ -65,6 +72,7 @@ impl<B: Send + 'static> Pool<B> {
                             conn,
                             reused: true,
                             idle_for,
+                            proven,
                         });
                     }
                 }
@@ -78,8 +86,12 @@ impl<B: Send + 'static> Pool<B> {
                     Some(Turn::Conn(idle)) => {
                         let now = Instant::now();
                         let idle_for = now.saturating_duration_since(idle.since);
-                        if fresh {
-                            // A resend asked for a new connection, not a reused one.
+                        if fresh
+                            || (!resendable && idle_for >= self.unresendable_limit(origin, &idle))
+                        {
+                            // A resend asked for a new connection, not a reused one; or
+                            // this one was idle too long for a request that may not be
+                            // resent.
                             let slot = self.retire(
                                 origin,
                                 idle.conn,
@@ -94,6 +106,7 @@ impl<B: Send + 'static> Pool<B> {
                                 conn,
                                 reused: true,
                                 idle_for,
+                                proven,
                             }),
                             // Its turn stays its turn: a new connection in the slot.
                             Err(slot) => self.connect(origin, slot).await,
@@ -114,7 +127,9 @@ impl<B: Send + 'static> Pool<B> {
         self: &'a Arc<Self>,
         origin: &'a Origin,
         fresh: bool,
+        resendable: bool,
         closing: &mut Vec<Closing<B>>,
+        proven: &mut Duration,
     ) -> Step<'a, B> {
         let mut guard = self.lock();
         let State {
@@ -132,6 +147,8 @@ impl<B: Send + 'static> Pool<B> {
                 .entry(origin.clone())
                 .or_insert_with(|| OriginState::new(origin)),
         };
+        let evidence = self.evidence(learned, origin);
+        *proven = evidence.proven;
         if !fresh {
             while let Some(candidate) = entry.idle.pop_back() {
                 idle.remove(&candidate);
@@ -156,14 +173,36 @@ impl<B: Send + 'static> Pool<B> {
                         reason,
                         detail: "connection task ended",
                     });
+                } else if !resendable
+                    && now.saturating_duration_since(candidate.since)
+                        >= deadline::allowed_idle_unresendable(
+                            candidate.conn.hint_timeout,
+                            &evidence,
+                            &self.config,
+                        )
+                {
+                    // Idle too long for a request that may not be resent; the older ones
+                    // have been idle longer. It stays for requests that may be.
+                    let key = candidate.key();
+                    entry.idle.push_back(candidate);
+                    idle.insert(key, &entry.origin);
+                    break;
                 } else {
                     return Step::Reuse(candidate);
                 }
             }
             // A waiter comes first: the connection is checked in to it in a moment.
             if entry.waiters.is_empty() && !entry.pending.is_empty() {
-                let learned = learn::learned_for(learned, origin, now, &self.config);
-                let ready = pending::take_ready_pending(entry, &self.config, now, learned, closing);
+                let unresendable = (!resendable)
+                    .then(|| deadline::allowed_idle_unresendable(None, &evidence, &self.config));
+                let ready = pending::take_ready_pending(
+                    entry,
+                    &self.config,
+                    now,
+                    &evidence,
+                    unresendable,
+                    closing,
+                );
                 if let Some(idle) = ready {
                     return Step::Reuse(idle);
                 }
@@ -178,7 +217,7 @@ impl<B: Send + 'static> Pool<B> {
             *open += 1;
             return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
         }
-        if fresh {
+        if fresh || !resendable {
             if let Some(lru) = entry.idle.pop_front() {
                 idle.remove(&lru);
                 return Step::Replace(lru);
@@ -220,6 +259,7 @@ impl<B: Send + 'static> Pool<B> {
         tracing::debug!(origin = %origin, conn = conn.id, remote = ?remote_addr, "opened connection");
         Ok(Checkout {
             conn,
+            proven: Duration::ZERO,
             reused: false,
             idle_for: Duration::ZERO,
         })
@@ -227,6 +267,12 @@ impl<B: Send + 'static> Pool<B> {
 }
 
 impl<B> Pool<B> {
+    /// How long `idle` may have been idle for a request that may not be resent.
+    fn unresendable_limit(&self, origin: &Origin, idle: &Idle<B>) -> Duration {
+        let evidence = self.evidence(&self.lock().learned, origin);
+        deadline::allowed_idle_unresendable(idle.conn.hint_timeout, &evidence, &self.config)
+    }
+
     /// The last look before a pooled connection is reused: its deadline, a wake of its
     /// parked future, the peek. On failure the connection has been counted and closed,
     /// and its slot is returned, for a connection opened in its place.
@@ -249,14 +295,14 @@ impl<B> Pool<B> {
         }
         if conn.woken_at().is_some() && !conn.read_wake() {
             // The reaper has not got to it yet.
-            return Err(self.retire_ended(origin, conn, since));
+            return Err(self.retire_ended(origin, conn, since, false));
         }
         if self.config.check_before_reuse {
             let mut found = conn.peek();
             if found == Some(Liveness::UnexpectedBytes) {
                 // Over TLS, a record the session will consume; read it through.
                 if !conn.read_wake() {
-                    return Err(self.retire_ended(origin, conn, since));
+                    return Err(self.retire_ended(origin, conn, since, false));
                 }
                 found = conn.peek();
                 if found == Some(Liveness::UnexpectedBytes) {

@@ -16,8 +16,12 @@ use tokio::time::Instant;
 
 use std::time::Duration;
 
+use super::deadline;
+use super::idle::Idle;
+use super::learn::Evidence;
 use super::stats::Closing;
-use super::{learn, Conn, Evict, Pool, Slot, State};
+use super::{Conn, Evict, Pool, Slot, State};
+use crate::io::Liveness;
 use crate::origin::Origin;
 
 /// The reaper task. Holds only a `Weak` to the pool, so it never keeps the pool alive,
@@ -114,10 +118,16 @@ impl<B> Pool<B> {
         None
     }
 
-    /// Drops every idle connection whose deadline has passed, and now and then the
-    /// learned timeouts that have relaxed away; returns when to run again, if ever.
+    /// Reads the wakes of parked idle connections, and handles every idle connection
+    /// whose deadline has passed: one whose origin's evidence has grown since its
+    /// check-in gets the later deadline; the first of an origin to reach a deadline
+    /// that nothing but `idle_timeout` or a proof set becomes the origin's probe (see
+    /// [`learn`](super::learn)); a probe that reaches its target proves it; the others
+    /// are closed. Returns when to run again, if ever.
     fn evict_expired(&self, now: Instant) -> Option<Instant> {
         let mut expired = Vec::new();
+        let mut probes_done = Vec::new();
+        let mut probes_started = 0;
         let woken = self.woken.take();
         let mut news = Vec::new();
         let next = {
@@ -130,11 +140,20 @@ impl<B> Pool<B> {
                 let Some(entry) = state.origins.get_mut(&origin) else {
                     continue;
                 };
-                let Some(position) = entry
-                    .idle
-                    .iter()
-                    .position(|idle| idle.conn.id == id && idle.conn.woken_at().is_some())
-                else {
+                let woken_here =
+                    |idle: &Idle<B>| idle.conn.id == id && idle.conn.woken_at().is_some();
+                if entry.probe.as_ref().is_some_and(woken_here) {
+                    let open = entry
+                        .probe
+                        .as_mut()
+                        .is_none_or(|probe| probe.conn.read_wake());
+                    if let Some(probe) = entry.probe.take_if(|_| !open) {
+                        state.idle.remove(&probe);
+                        news.push((origin, probe, true));
+                    }
+                    continue;
+                }
+                let Some(position) = entry.idle.iter().position(woken_here) else {
                     continue;
                 };
                 if entry.idle[position].conn.read_wake() {
@@ -142,37 +161,62 @@ impl<B> Pool<B> {
                 }
                 if let Some(idle) = entry.idle.remove(position) {
                     state.idle.remove(&idle);
-                    news.push((origin, idle));
+                    news.push((origin, idle, false));
                 }
             }
             while let Some((id, origin)) = state.idle.pop_expired(now) {
-                if let Some(idle) = state.take_idle(&origin, id) {
-                    expired.push((origin, idle));
-                }
-            }
-            if state.next_learned_prune.is_some_and(|at| now >= at) {
-                state.learned.prune(now, self.config.idle_timeout);
-                state.next_learned_prune = if state.learned.is_empty() {
-                    None
-                } else {
-                    now.checked_add(learn::PRUNE_INTERVAL)
+                let Some((mut idle, probe)) = state.take_idle(&origin, id) else {
+                    continue;
                 };
+                if probe {
+                    probes_done.push((origin, idle));
+                    continue;
+                }
+                let evidence = self.evidence(&state.learned, &origin);
+                let Some(entry) = state.origins.get_mut(&origin) else {
+                    expired.push((origin, idle));
+                    continue;
+                };
+                // A probe may have proven more since this connection was checked in.
+                let (deadline, reason) =
+                    deadline::deadline(&idle.conn, &self.config, idle.since, &evidence);
+                if deadline > now {
+                    let idle = Idle {
+                        deadline,
+                        reason,
+                        ..idle
+                    };
+                    state.idle.insert(idle.key(), &entry.origin);
+                    entry.idle.push_front(idle);
+                    continue;
+                }
+                if reason == Evict::IdleTimeout && entry.probe.is_none() {
+                    if let Some(at) = self.probe_deadline(&idle, &evidence, now) {
+                        idle.deadline = at;
+                        state.idle.insert(idle.key(), &entry.origin);
+                        entry.probe = Some(idle);
+                        probes_started += 1;
+                        continue;
+                    }
+                }
+                expired.push((origin, idle));
             }
-            let next = match (state.idle.earliest(), state.next_learned_prune) {
-                (Some(deadline), Some(prune)) => Some(deadline.min(prune)),
-                (deadline, prune) => deadline.or(prune),
-            };
+            let next = state.idle.earliest();
             state.reaper_wakes_at = next;
             next
         };
         // Idle connections whose future ended (most often the server's FIN).
-        for (origin, idle) in news {
-            self.close_ended(&origin, idle.conn, idle.since);
+        for (origin, idle, probe) in news {
+            self.close_ended(&origin, idle.conn, idle.since, probe);
+        }
+        for (origin, probe) in probes_done {
+            self.probe_reached_its_target(&origin, probe, now);
         }
         for (origin, idle) in expired {
             let idle_for = now.saturating_duration_since(idle.since);
             self.evict(&origin, idle.conn, idle.reason, idle_for, "");
         }
+        self.counters.probes_started(probes_started);
         next
     }
 }
@@ -259,6 +303,51 @@ impl<B> Pool<B> {
             idle_ms = idle_for.as_millis() as u64,
             requests = conn.requests,
             "closing connection"
+        );
+    }
+
+    /// Whether `idle`, which reached its deadline, becomes its origin's probe, and
+    /// until when: out of rotation until the idle time the probe tests
+    /// (`deadline::probe_target`). `None` when it may not be one: learning is off, the
+    /// ceiling is reached, or its lifetime ends first.
+    fn probe_deadline(&self, idle: &Idle<B>, evidence: &Evidence, now: Instant) -> Option<Instant> {
+        let (allowed, _) = deadline::allowed_idle(idle.conn.hint_timeout, evidence, &self.config);
+        let target = deadline::probe_target(allowed, &self.config)?;
+        let at = deadline::deadline_after(idle.since, target);
+        if at <= now || idle.conn.expires.is_some_and(|expires| expires <= at) {
+            return None;
+        }
+        tracing::debug!(
+            origin = %idle.conn.origin(),
+            conn = idle.conn.id,
+            allowed_ms = allowed.as_millis() as u64,
+            target_ms = target.as_millis() as u64,
+            "idle connection kept as the origin's probe"
+        );
+        Some(at)
+    }
+
+    /// The origin's probe reached the idle time it tests: still open, that much is
+    /// proven and the probe closes (the client sends the FIN); found closed, the server
+    /// closed it about then, which is learned from.
+    fn probe_reached_its_target(&self, origin: &Origin, probe: Idle<B>, now: Instant) {
+        let tested = probe.deadline.saturating_duration_since(probe.since);
+        let open = !probe.conn.tx.is_closed()
+            && probe.conn.woken_at().is_none()
+            && matches!(probe.conn.peek(), None | Some(Liveness::Alive));
+        if !open {
+            self.close_ended(origin, probe.conn, probe.since, true);
+            return;
+        }
+        self.counters.probe_proven();
+        self.prove(origin, tested);
+        let idle_for = now.saturating_duration_since(probe.since);
+        self.evict(
+            origin,
+            probe.conn,
+            Evict::IdleTimeout,
+            idle_for,
+            "probe: the server kept it",
         );
     }
 }

@@ -83,11 +83,16 @@ impl IdleIndex {
 
 impl<B> State<B> {
     /// Takes idle connection `id` of `origin` out of its list and the index.
-    pub(super) fn take_idle(&mut self, origin: &Origin, id: u64) -> Option<Idle<B>> {
+    /// The origin's probe counts: the second value says whether it was the probe.
+    pub(super) fn take_idle(&mut self, origin: &Origin, id: u64) -> Option<(Idle<B>, bool)> {
         let entry = self.origins.get_mut(origin)?;
-        let position = entry.idle.iter().position(|idle| idle.conn.id == id)?;
-        let idle = entry.idle.remove(position)?;
+        let (idle, probe) = if entry.probe.as_ref().is_some_and(|p| p.conn.id == id) {
+            (entry.probe.take()?, true)
+        } else {
+            let position = entry.idle.iter().position(|idle| idle.conn.id == id)?;
+            (entry.idle.remove(position)?, false)
+        };
         self.idle.remove(&idle);
-        Some(idle)
+        Some((idle, probe))
     }
 }

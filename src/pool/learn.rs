@@ -1,103 +1,81 @@
-//! Learning a server's idle timeout from the closes the pool observes.
+//! What the pool knows of each server's idle timer, and how it learns it, downward and
+//! upward, without risking a request.
 //!
-//! Most servers send no `Keep-Alive` hint, yet close idle connections on a timer
-//! (uvicorn 5 s, gunicorn 2 s, nginx 75 s, Go's `IdleTimeout`). Each time the pool sees
-//! a server close an idle connection (the socket of an idle connection wakes its
-//! parked connection future, or that future's task ends, the pre-reuse check finds a
-//! FIN, RST or stray bytes, or a
-//! request fails on a stale reused connection), it records how long the connection had
-//! been idle. Per origin it keeps the last [`OBSERVATIONS`] such durations; a close
-//! after less than `keep_alive_margin` is not kept, as nothing could be done about it
-//! and it is more likely a crash, restart or deliberate reset than an idle timer.
+//! Most servers close idle connections on a timer without announcing it (uvicorn 5 s,
+//! gunicorn 2 s, nginx 75 s, Go's `IdleTimeout`). Per origin the pool keeps two pieces
+//! of evidence ([`Evidence`]):
 //!
-//! **The learned value** is the second-smallest observation (the only one while there
-//! is just one). A single early close, such as every connection dropping at once when
-//! the server restarts, therefore cannot drag the value down on its own; a real
-//! shorter timer shows up twice and is adopted at its second sighting.
+//! - **A close**: the idle time after which the server was last seen closing a
+//!   connection (an idle connection's future ended, the pre-reuse check found a FIN or
+//!   RST, a request met a connection that was closing, or the origin's probe was
+//!   closed). The latest one counts: a server that shortens its timer (a redeploy) is
+//!   followed after one close. A close after less than `keep_alive_margin` is not kept,
+//!   as nothing could be done about it and it is more likely a crash, restart or
+//!   deliberate reset than an idle timer.
+//! - **A proof**: the longest idle time the server was seen to allow: a connection
+//!   reused after that long that got its response, or the origin's probe still open
+//!   at that idle time. A proof longer than the last close means the server's timer
+//!   grew: the close is forgotten.
 //!
-//! **Relaxing.** Connections are closed `keep_alive_margin` before the learned value,
-//! so the pool never sees whether the server would now keep them longer. Instead, each
-//! [`RELAX_PERIOD`] without a new observation raises the value by
-//! [`RELAX_FACTOR`]; once it reaches `idle_timeout`, the origin is forgotten. If the
-//! server's timer is still short, the next close is observed and the value drops again.
+//! **The probe.** With no hint, a connection may stay idle for `idle_timeout` (4 s by
+//! default) while nothing else is known. To learn that a server keeps connections
+//! longer without a request riding on the guess, the first idle connection of an
+//! origin to reach such a deadline is not closed but kept out of rotation as the
+//! origin's probe (at most one per origin), until the server closes it (then its timer
+//! is known, and no request met the close) or until about twice its idle time passes
+//! (then that much is proven, and the probe is closed). Requests only ride connections
+//! idle below what is proven or hinted, minus the margin; see `deadline::allowed_idle`.
 //!
-//! **Bounded.** A client that talks to many origins (a webhook sender talks to
-//! thousands) must not keep one entry per origin forever. [`LearnedOrigins`] holds at
-//! most [`MAX_LEARNED_ORIGINS`] origins and, when a new one arrives, forgets the one
-//! observed least recently; entries that have relaxed up to the idle timeout are
-//! dropped as they are met and by the reaper every [`PRUNE_INTERVAL`].
+//! **Bounded.** A client that talks to many origins must not keep one entry per origin
+//! forever: [`LearnedOrigins`] holds at most [`MAX_LEARNED_ORIGINS`] and forgets the one
+//! observed least recently when a new one arrives.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Pool;
-use crate::config::PoolConfig;
 use crate::origin::Origin;
 
-/// Observations kept per origin.
-pub(crate) const OBSERVATIONS: usize = 8;
-/// Time without a new observation after which the learned value grows once.
-pub(crate) const RELAX_PERIOD: Duration = Duration::from_secs(60);
-/// How much the learned value grows per relax period.
-pub(crate) const RELAX_FACTOR: f64 = 1.25;
-
-/// One origin's observations and the idle timeout learned from them.
-#[derive(Debug)]
-pub(crate) struct Learned {
-    observations: VecDeque<Duration>,
-    value: Duration,
-    last_observed: Instant,
+/// What the pool knows of one origin's idle timer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Evidence {
+    /// The idle time after which the server was last seen closing a connection.
+    pub(crate) closed_after: Option<Duration>,
+    /// The longest idle time after which the server was seen to keep a connection.
+    pub(crate) proven: Duration,
 }
 
-impl Learned {
-    pub(crate) fn new(first: Duration, now: Instant) -> Learned {
-        Learned {
-            observations: VecDeque::from([first]),
-            value: first,
-            last_observed: now,
-        }
+impl Evidence {
+    /// Records a close after `idle_for`; returns whether anything changed.
+    pub(crate) fn observe_close(&mut self, idle_for: Duration) -> bool {
+        let before = *self;
+        self.closed_after = Some(idle_for);
+        // It allowed that much and no more: a longer proof is out of date.
+        self.proven = self.proven.min(idle_for);
+        *self != before
     }
 
-    /// Records a close after `idle_for`; returns whether the learned value changed.
-    pub(crate) fn observe(&mut self, idle_for: Duration, now: Instant) -> bool {
-        if self.observations.len() == OBSERVATIONS {
-            self.observations.pop_front();
+    /// Records that the server kept a connection for `idle_for`; returns whether
+    /// anything changed.
+    pub(crate) fn prove(&mut self, idle_for: Duration) -> bool {
+        if idle_for <= self.proven {
+            return false;
         }
-        self.observations.push_back(idle_for);
-        self.last_observed = now;
-        let mut sorted: Vec<Duration> = self.observations.iter().copied().collect();
-        sorted.sort_unstable();
-        let value = sorted.get(1).copied().unwrap_or(sorted[0]);
-        let changed = value != self.value;
-        self.value = value;
-        changed
-    }
-
-    /// The value in force at `now`, after relaxing; `None` once it has relaxed up to
-    /// `ceiling` (the idle timeout), when it no longer matters.
-    pub(crate) fn effective(&self, now: Instant, ceiling: Duration) -> Option<Duration> {
-        let quiet = now.saturating_duration_since(self.last_observed);
-        let periods = (quiet.as_secs_f64() / RELAX_PERIOD.as_secs_f64()).floor();
-        let relaxed = self.value.as_secs_f64() * RELAX_FACTOR.powf(periods.min(64.0));
-        // `try_from` refuses what no `Duration` holds (and NaN), which is past any
-        // ceiling anyway; `from_secs_f64` would panic on it.
-        Duration::try_from_secs_f64(relaxed)
-            .ok()
-            .filter(|relaxed| *relaxed < ceiling)
+        self.proven = idle_for;
+        if self.closed_after.is_some_and(|closed| idle_for > closed) {
+            // The server keeps connections longer than when it last closed one: its
+            // timer grew (a redeploy). That close no longer tells its timer.
+            self.closed_after = None;
+        }
+        true
     }
 }
 
-/// The most origins whose learned idle timeout is kept.
+/// The most origins whose evidence is kept.
 pub(crate) const MAX_LEARNED_ORIGINS: usize = 1024;
 
-/// How often the reaper drops entries that have relaxed away. A relaxed entry does no
-/// harm until then (it is ignored where it is read), so one relax period is enough.
-pub(crate) const PRUNE_INTERVAL: Duration = RELAX_PERIOD;
-
-/// The learned idle timeouts of every origin, at most [`MAX_LEARNED_ORIGINS`] of them.
+/// The evidence of every origin, at most [`MAX_LEARNED_ORIGINS`] of them.
 pub(super) struct LearnedOrigins {
     map: HashMap<Origin, Entry>,
     /// Orders observations, even ones made at the same instant.
@@ -105,7 +83,7 @@ pub(super) struct LearnedOrigins {
 }
 
 struct Entry {
-    learned: Learned,
+    evidence: Evidence,
     /// `http://host:port`, made once so that [`LearnedOrigins::snapshot`] does not
     /// format under the pool's lock.
     display: Arc<str>,
@@ -121,58 +99,52 @@ impl LearnedOrigins {
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// The value in force for `origin`; forgets one that has relaxed up to `ceiling`.
-    pub(super) fn effective(
-        &mut self,
-        origin: &Origin,
-        now: Instant,
-        ceiling: Duration,
-    ) -> Option<Duration> {
-        let effective = self.map.get(origin)?.learned.effective(now, ceiling);
-        if effective.is_none() {
-            self.map.remove(origin);
+    /// The evidence for `origin`; none known is the default.
+    #[inline]
+    pub(super) fn evidence(&self, origin: &Origin) -> Evidence {
+        if self.map.is_empty() {
+            return Evidence::default();
         }
-        effective
+        self.map
+            .get(origin)
+            .map_or_else(Evidence::default, |entry| entry.evidence)
     }
 
-    /// Records that the server closed a connection of `origin` after `idle_for` idle.
-    /// Returns the new learned value when it changed.
-    pub(super) fn observe(
+    /// Changes `origin`'s evidence with `change`; returns the evidence before and after
+    /// when it changed.
+    pub(super) fn update(
         &mut self,
         origin: &Origin,
-        idle_for: Duration,
-        now: Instant,
-    ) -> Option<Duration> {
+        change: impl FnOnce(&mut Evidence) -> bool,
+    ) -> Option<(Evidence, Evidence)> {
         self.observations = self.observations.wrapping_add(1);
-        if let Some(entry) = self.map.get_mut(origin) {
-            entry.last_observed = self.observations;
-            return if entry.learned.observe(idle_for, now) {
-                entry.learned.effective(now, Duration::MAX)
-            } else {
-                None
-            };
+        if !self.map.contains_key(origin) {
+            let mut evidence = Evidence::default();
+            if !change(&mut evidence) {
+                return None;
+            }
+            if self.map.len() >= MAX_LEARNED_ORIGINS {
+                self.forget_least_recently_observed();
+            }
+            self.map.insert(
+                origin.clone(),
+                Entry {
+                    evidence,
+                    display: Arc::from(origin.to_string()),
+                    last_observed: self.observations,
+                },
+            );
+            return Some((Evidence::default(), evidence));
         }
-        if self.map.len() >= MAX_LEARNED_ORIGINS {
-            self.forget_least_recently_observed();
-        }
-        self.map.insert(
-            origin.clone(),
-            Entry {
-                learned: Learned::new(idle_for, now),
-                display: Arc::from(origin.to_string()),
-                last_observed: self.observations,
-            },
-        );
-        Some(idle_for)
+        let entry = self.map.get_mut(origin)?;
+        entry.last_observed = self.observations;
+        let before = entry.evidence;
+        change(&mut entry.evidence).then_some((before, entry.evidence))
     }
 
     fn forget_least_recently_observed(&mut self) {
@@ -185,61 +157,48 @@ impl LearnedOrigins {
             tracing::debug!(
                 origin = %origin,
                 max = MAX_LEARNED_ORIGINS,
-                "forgetting the learned idle timeout observed least recently"
+                "forgetting the idle timer observed least recently"
             );
             self.map.remove(&origin);
         }
     }
 
-    /// Drops every entry that has relaxed up to `ceiling`.
-    pub(super) fn prune(&mut self, now: Instant, ceiling: Duration) {
-        self.map
-            .retain(|_, entry| entry.learned.effective(now, ceiling).is_some());
-    }
-
-    /// The value in force for `origin`, without forgetting a relaxed one.
-    pub(super) fn peek(
-        &self,
-        origin: &Origin,
-        now: Instant,
-        ceiling: Duration,
-    ) -> Option<Duration> {
-        self.map.get(origin)?.learned.effective(now, ceiling)
-    }
-
-    /// The values in force, with their origins' names; one allocation, whatever the
-    /// number of origins.
-    pub(super) fn snapshot(&self, now: Instant, ceiling: Duration) -> Vec<(Arc<str>, Duration)> {
+    /// The last close seen per origin, with the origins' names; one allocation,
+    /// whatever the number of origins.
+    pub(super) fn snapshot(&self) -> Vec<(Arc<str>, Duration)> {
         let mut values = Vec::with_capacity(self.map.len());
         values.extend(self.map.values().filter_map(|entry| {
-            let value = entry.learned.effective(now, ceiling)?;
-            Some((Arc::clone(&entry.display), value))
+            let closed = entry.evidence.closed_after?;
+            Some((Arc::clone(&entry.display), closed))
         }));
         values
     }
 }
 
-/// The learned idle timeout in force for `origin`, if any; forgets one that has
-/// relaxed up to the idle timeout.
-#[inline]
-pub(super) fn learned_for(
-    learned: &mut LearnedOrigins,
-    origin: &Origin,
-    now: Instant,
-    config: &PoolConfig,
-) -> Option<Duration> {
-    if !config.learn_idle_timeout || learned.is_empty() {
-        return None;
-    }
-    learned.effective(origin, now, config.idle_timeout)
-}
-
 impl<B> Pool<B> {
+    /// The evidence in force for `origin`: none when learning is off.
+    #[inline]
+    pub(super) fn evidence(&self, learned: &LearnedOrigins, origin: &Origin) -> Evidence {
+        if self.config.learn_idle_timeout {
+            learned.evidence(origin)
+        } else {
+            Evidence::default()
+        }
+    }
+
     /// The server closed a connection of `origin` that had been idle for `idle_for`
     /// (or a request met one that was closing): an observation of its idle timer.
+    /// `probe` says the connection was the origin's probe: the close is learned from
+    /// but is no parity violation, as no request could have met it.
     pub(crate) fn observe_server_close(&self, origin: &Origin, idle_for: Duration) {
-        // Evidence for the operator whether or not the pool learns from it.
-        self.record_server_close(origin, idle_for);
+        self.observe_close(origin, idle_for, false);
+    }
+
+    pub(super) fn observe_close(&self, origin: &Origin, idle_for: Duration, probe: bool) {
+        if !probe {
+            // Evidence for the operator whether or not the pool learns from it.
+            self.record_server_close(origin, idle_for);
+        }
         if !self.config.learn_idle_timeout {
             return;
         }
@@ -253,26 +212,53 @@ impl<B> Pool<B> {
             );
             return;
         }
-        let now = Instant::now();
-        let (changed, wake_reaper) = {
-            let mut state = self.lock();
-            let changed = state.learned.observe(origin, idle_for, now);
-            // A reaper asleep with no deadline must still come back to prune.
-            let schedule = state.next_learned_prune.is_none();
-            if schedule {
-                state.next_learned_prune = now.checked_add(PRUNE_INTERVAL);
-            }
-            (changed, schedule && state.reaper_running)
-        };
-        if wake_reaper {
-            self.reaper_wake.notify_one();
+        let changed = self
+            .lock()
+            .learned
+            .update(origin, |evidence| evidence.observe_close(idle_for));
+        if let Some((before, after)) = changed {
+            self.log_change(origin, before, after, "the server closed a connection");
         }
-        if let Some(value) = changed {
+    }
+
+    /// The server kept a connection of `origin` open for `idle_for`: a reuse after
+    /// that long got its response, or the probe was still open then.
+    pub(crate) fn prove(&self, origin: &Origin, idle_for: Duration) {
+        if !self.config.learn_idle_timeout {
+            return;
+        }
+        let changed = self
+            .lock()
+            .learned
+            .update(origin, |evidence| evidence.prove(idle_for));
+        if let Some((before, after)) = changed {
+            self.log_change(origin, before, after, "the server kept a connection open");
+        }
+    }
+
+    /// Logs at `info` when what an origin's deadline comes from changes, at `debug`
+    /// when only its value does.
+    fn log_change(&self, origin: &Origin, before: Evidence, after: Evidence, why: &str) {
+        let (was, was_source) = super::deadline::allowed_idle(None, &before, &self.config);
+        let (now, source) = super::deadline::allowed_idle(None, &after, &self.config);
+        if source != was_source {
             tracing::info!(
                 origin = %origin,
-                learned_ms = value.as_millis() as u64,
-                observed_ms = idle_for.as_millis() as u64,
-                "learned the server's idle timeout"
+                idle_deadline_ms = now.as_millis() as u64,
+                was_ms = was.as_millis() as u64,
+                source = source.as_str(),
+                was_source = was_source.as_str(),
+                proven_ms = after.proven.as_millis() as u64,
+                "{why}: the idle deadline now comes from {}",
+                source.as_str()
+            );
+        } else if now != was {
+            tracing::debug!(
+                origin = %origin,
+                idle_deadline_ms = now.as_millis() as u64,
+                was_ms = was.as_millis() as u64,
+                source = source.as_str(),
+                "{why}: the idle deadline changed"
             );
         }
     }
@@ -282,70 +268,38 @@ impl<B> Pool<B> {
 mod tests {
     use super::*;
 
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s)
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
-    fn one_observation_is_used_and_a_lone_outlier_does_not_shrink_it() {
-        let now = Instant::now();
-        let mut learned = Learned::new(secs(2.0), now);
-        assert_eq!(learned.effective(now, secs(60.0)), Some(secs(2.0)));
-        assert!(
-            !learned.observe(secs(0.1), now),
-            "one early close is not believed"
-        );
-        assert_eq!(learned.effective(now, secs(60.0)), Some(secs(2.0)));
-        assert!(learned.observe(secs(0.5), now), "a second short close is");
-        assert_eq!(learned.effective(now, secs(60.0)), Some(secs(0.5)));
+    fn a_close_is_followed_at_once_and_caps_what_is_proven() {
+        let mut e = Evidence::default();
+        assert!(e.prove(secs(10)));
+        assert!(e.observe_close(secs(3)));
+        assert_eq!(e.closed_after, Some(secs(3)));
+        assert_eq!(e.proven, secs(3), "it allowed 3 s and no more");
+        assert!(!e.observe_close(secs(3)), "the same close changes nothing");
     }
 
     #[test]
-    fn old_observations_fall_out() {
-        let now = Instant::now();
-        let mut learned = Learned::new(secs(1.0), now);
-        learned.observe(secs(1.0), now);
-        for _ in 0..OBSERVATIONS {
-            learned.observe(secs(3.0), now);
-        }
-        assert_eq!(learned.effective(now, secs(60.0)), Some(secs(3.0)));
+    fn a_proof_past_the_close_forgets_it_one_below_keeps_it() {
+        let mut e = Evidence::default();
+        e.observe_close(secs(5));
+        assert!(e.prove(secs(4)), "more is proven, below the close");
+        assert_eq!(e.closed_after, Some(secs(5)));
+        assert!(!e.prove(secs(3)), "less than proven changes nothing");
+        assert!(e.prove(secs(8)), "the timer grew");
+        assert_eq!(e.closed_after, None);
+        assert_eq!(e.proven, secs(8));
     }
 
     #[test]
-    fn huge_values_relax_away_without_panicking() {
-        let now = Instant::now();
-        let learned = Learned::new(Duration::MAX, now);
-        assert_eq!(learned.effective(now, Duration::MAX), None);
-        // Powers of two, so that the float arithmetic is exact.
-        let huge = Duration::from_secs(1 << 62);
-        let learned = Learned::new(huge, now);
-        assert_eq!(learned.effective(now, Duration::MAX), Some(huge));
-        assert_eq!(
-            learned.effective(now + RELAX_PERIOD, Duration::MAX),
-            Some(Duration::from_secs(5 << 60))
-        );
-        // 1.25^7 > 4: relaxing has grown the value past what a `Duration` holds, so it
-        // is forgotten, without a panic.
-        for quiet_minutes in [7, 64, 1000] {
-            let later = now + Duration::from_secs(60 * quiet_minutes);
-            assert_eq!(learned.effective(later, Duration::MAX), None);
-            assert_eq!(learned.effective(later, Duration::from_secs(60)), None);
-        }
-    }
-
-    #[test]
-    fn relaxes_by_a_quarter_per_quiet_minute_up_to_the_ceiling() {
-        let now = Instant::now();
-        let learned = Learned::new(secs(2.0), now);
-        let at = |s: u64| learned.effective(now + Duration::from_secs(s), secs(3.0));
-        assert_eq!(at(59), Some(secs(2.0)));
-        assert_eq!(at(60), Some(secs(2.5)));
-        assert_eq!(at(119), Some(secs(2.5)));
-        assert_eq!(
-            at(120),
-            None,
-            "3.125 s is past the 3 s idle timeout: forgotten"
-        );
+    fn huge_values_do_not_panic() {
+        let mut e = Evidence::default();
+        e.prove(Duration::MAX);
+        e.observe_close(Duration::MAX);
+        assert_eq!(e.proven, Duration::MAX);
     }
 
     fn origin(n: usize) -> Origin {
@@ -355,46 +309,21 @@ mod tests {
 
     #[test]
     fn holds_at_most_the_bound_and_forgets_the_least_recently_observed() {
-        let start = Instant::now();
         let mut map = LearnedOrigins::new();
-        let second = |s| Duration::from_secs(s);
         for n in 0..MAX_LEARNED_ORIGINS {
-            map.observe(&origin(n), second(2), start + second(n as u64));
+            map.update(&origin(n), |e| e.observe_close(secs(2)));
         }
         // Origin 0 is observed again: origin 1 is now the least recently observed.
-        let later = start + second(MAX_LEARNED_ORIGINS as u64);
-        map.observe(&origin(0), second(2), later);
+        map.update(&origin(0), |e| e.prove(secs(1)));
         assert_eq!(map.len(), MAX_LEARNED_ORIGINS);
-
-        map.observe(&origin(MAX_LEARNED_ORIGINS), second(2), later);
+        map.update(&origin(MAX_LEARNED_ORIGINS), |e| e.observe_close(secs(2)));
         assert_eq!(map.len(), MAX_LEARNED_ORIGINS);
-        let ceiling = Duration::from_secs(u64::from(u32::MAX));
-        assert!(map.effective(&origin(0), later, ceiling).is_some());
-        assert!(map.effective(&origin(1), later, ceiling).is_none());
-        assert!(map.effective(&origin(2), later, ceiling).is_some());
-        assert!(map
-            .effective(&origin(MAX_LEARNED_ORIGINS), later, ceiling)
-            .is_some());
-    }
-
-    #[test]
-    fn prune_drops_what_has_relaxed_away_and_snapshot_names_the_rest() {
-        let start = Instant::now();
-        let mut map = LearnedOrigins::new();
-        map.observe(&origin(1), Duration::from_secs(2), start);
-        map.observe(
-            &origin(2),
-            Duration::from_secs(2),
-            start + Duration::from_secs(600),
+        assert_eq!(map.evidence(&origin(0)).closed_after, Some(secs(2)));
+        assert_eq!(map.evidence(&origin(1)), Evidence::default());
+        assert_eq!(
+            map.evidence(&origin(MAX_LEARNED_ORIGINS)).closed_after,
+            Some(secs(2))
         );
-        let now = start + Duration::from_secs(600);
-        // Origin 1 has been quiet for ten relax periods: 2 s * 1.25^10 > 9 s.
-        let ceiling = Duration::from_secs(9);
-        map.prune(now, ceiling);
-        assert_eq!(map.len(), 1);
-        let snapshot = map.snapshot(now, ceiling);
-        assert_eq!(snapshot.len(), 1);
-        assert_eq!(&*snapshot[0].0, "http://host2.test");
-        assert_eq!(snapshot[0].1, Duration::from_secs(2));
+        assert_eq!(map.snapshot().len(), MAX_LEARNED_ORIGINS);
     }
 }

@@ -89,11 +89,9 @@ struct State<B> {
     reaper_wakes_at: Option<Instant>,
     /// Tells a reaper task from the one started after it (see [`evict`]).
     reaper_generation: u64,
-    /// Learned server idle timeouts; outlives the origin's connections, bounded in
-    /// number.
+    /// What is known of each server's idle timer; outlives the origin's connections,
+    /// bounded in number.
     learned: learn::LearnedOrigins,
-    /// When the reaper next drops learned timeouts that have relaxed away.
-    next_learned_prune: Option<Instant>,
     /// Names each waiter, so that a cancelled one can be found and removed.
     next_waiter: u64,
 }
@@ -111,6 +109,10 @@ struct OriginState<B> {
     /// Connections whose response is still being read, shared with their check-in
     /// task (see [`pending`]).
     pending: Vec<Arc<pending::Pending<B>>>,
+    /// The origin's probe: an idle connection out of rotation, kept to learn how long
+    /// the server keeps connections (see [`learn`]). Its deadline is in the index (it
+    /// counts as idle), at the idle time it tests.
+    probe: Option<Idle<B>>,
 }
 
 impl<B> OriginState<B> {
@@ -121,6 +123,7 @@ impl<B> OriginState<B> {
             open: 0,
             waiters: VecDeque::new(),
             pending: Vec::new(),
+            probe: None,
         }
     }
 }
@@ -128,6 +131,9 @@ impl<B> OriginState<B> {
 /// A connection handed out by [`Pool::checkout`].
 pub(crate) struct Checkout<B> {
     pub(crate) conn: Conn<B>,
+    /// What was proven of the origin's timer at checkout: a reuse answered after a
+    /// longer idle time proves more (see [`Pool::prove`]).
+    pub(crate) proven: Duration,
     pub(crate) reused: bool,
     pub(crate) idle_for: Duration,
 }
@@ -144,7 +150,6 @@ impl<B: Send + 'static> Pool<B> {
                 reaper_wakes_at: None,
                 reaper_generation: 0,
                 learned: learn::LearnedOrigins::new(),
-                next_learned_prune: None,
                 next_waiter: 0,
             }),
             config,

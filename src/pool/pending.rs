@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::idle::Idle;
+use super::learn::Evidence;
 use super::{deadline, Closing, Conn, OriginState, Pool};
 use crate::config::PoolConfig;
 
@@ -54,6 +55,12 @@ impl<B> Pending<B> {
     /// The connection, unless a checkout took it.
     pub(super) fn take(&self) -> Option<Conn<B>> {
         self.lock().take()
+    }
+
+    /// How long its connection has been idle at `now`, unless a checkout took it.
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        let cell = self.lock();
+        Some(now.saturating_duration_since(cell.as_ref()?.idle_since))
     }
 
     /// The connection, if hyper reports it ready for the next request.
@@ -115,24 +122,36 @@ impl<B> Pool<B> {}
 /// A connection of `entry` whose response has been read to its end, taken from its
 /// check-in task, if one passes the checks a check-in makes. Ones that fail go to
 /// `closing`.
+///
+/// `unresendable`: for a request that may not be resent, the longest a connection may
+/// have been idle; one idle longer stays with its task.
 pub(super) fn take_ready_pending<B>(
     entry: &mut OriginState<B>,
     config: &PoolConfig,
     now: Instant,
-    learned: Option<Duration>,
+    evidence: &Evidence,
+    unresendable: Option<Duration>,
     closing: &mut Vec<Closing<B>>,
 ) -> Option<Idle<B>> {
     // The most recent first: the likeliest to have just finished.
     let mut i = entry.pending.len();
     while i > 0 {
         i -= 1;
+        if let Some(limit) = unresendable {
+            if entry.pending[i]
+                .idle_for(now)
+                .is_none_or(|idle_for| idle_for >= limit)
+            {
+                continue;
+            }
+        }
         let Some(conn) = entry.pending[i].take_if_ready() else {
             continue;
         };
         entry.pending.swap_remove(i);
         let since = conn.idle_since;
-        let (deadline, reason) = deadline::deadline(&conn, config, since, learned);
-        let retire = deadline::retire_reason(&conn, config, now, learned)
+        let (deadline, reason) = deadline::deadline(&conn, config, since, evidence);
+        let retire = deadline::retire_reason(&conn, config, now, evidence)
             .or((deadline <= now).then_some(reason));
         match retire {
             Some(reason) => closing.push(Closing {

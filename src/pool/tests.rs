@@ -88,9 +88,9 @@ async fn settle() {
 async fn a_cancelled_or_timed_out_waiter_leaves_the_queue() {
     let (pool, _) = pool(one_connection());
     let origin = origin("origin.test");
-    let held = pool.checkout(&origin, false).await.unwrap();
+    let held = pool.checkout(&origin, false, true).await.unwrap();
 
-    let mut dropped = task::spawn(pool.checkout(&origin, false));
+    let mut dropped = task::spawn(pool.checkout(&origin, false, true));
     assert!(dropped.poll().is_pending());
     assert_eq!(waiters(&pool, &origin), 1);
     assert_eq!(pool.stats().waiting, 1);
@@ -101,7 +101,7 @@ async fn a_cancelled_or_timed_out_waiter_leaves_the_queue() {
         "the dropped waiter stayed queued"
     );
 
-    let err = match pool.checkout(&origin, false).await {
+    let err = match pool.checkout(&origin, false, true).await {
         Ok(_) => panic!("the only connection is held"),
         Err(err) => err,
     };
@@ -121,8 +121,8 @@ async fn a_cancelled_or_timed_out_waiter_leaves_the_queue() {
 async fn a_connection_granted_to_a_waiter_that_is_then_dropped_goes_back_to_the_pool() {
     let (pool, made) = pool(one_connection());
     let origin = origin("origin.test");
-    let held = pool.checkout(&origin, false).await.unwrap();
-    let mut waiter = task::spawn(pool.checkout(&origin, false));
+    let held = pool.checkout(&origin, false, true).await.unwrap();
+    let mut waiter = task::spawn(pool.checkout(&origin, false, true));
     assert!(waiter.poll().is_pending());
 
     // The connection is granted to the waiter, which is dropped before it runs.
@@ -134,7 +134,7 @@ async fn a_connection_granted_to_a_waiter_that_is_then_dropped_goes_back_to_the_
         (1, 0, 0),
         "the granted connection was lost: {stats:?}"
     );
-    let again = pool.checkout(&origin, false).await.unwrap();
+    let again = pool.checkout(&origin, false, true).await.unwrap();
     assert!(again.reused);
     assert_eq!(made.load(Ordering::SeqCst), 1);
 }
@@ -143,10 +143,10 @@ async fn a_connection_granted_to_a_waiter_that_is_then_dropped_goes_back_to_the_
 async fn a_permit_granted_to_a_waiter_that_is_then_dropped_passes_to_the_next() {
     let (pool, made) = pool(one_connection());
     let origin = origin("origin.test");
-    let held = pool.checkout(&origin, false).await.unwrap();
-    let mut first = task::spawn(pool.checkout(&origin, false));
+    let held = pool.checkout(&origin, false, true).await.unwrap();
+    let mut first = task::spawn(pool.checkout(&origin, false, true));
     assert!(first.poll().is_pending());
-    let mut second = task::spawn(pool.checkout(&origin, false));
+    let mut second = task::spawn(pool.checkout(&origin, false, true));
     assert!(second.poll().is_pending());
 
     // Closing the held connection grants its slot to the first waiter.
@@ -173,14 +173,14 @@ async fn a_fresh_checkout_at_the_limit_replaces_the_least_recently_used_idle_con
         ..one_connection()
     });
     let origin = origin("origin.test");
-    let older = pool.checkout(&origin, false).await.unwrap();
-    let newer = pool.checkout(&origin, false).await.unwrap();
+    let older = pool.checkout(&origin, false, true).await.unwrap();
+    let newer = pool.checkout(&origin, false, true).await.unwrap();
     let (older_id, newer_id) = (older.conn.id, newer.conn.id);
     pool.checkin(older.conn, true);
     pool.checkin(newer.conn, true);
     assert_eq!(pool.stats().idle, 2);
 
-    let fresh = match pool.checkout(&origin, true).await {
+    let fresh = match pool.checkout(&origin, true, true).await {
         Ok(fresh) => fresh,
         Err(err) => panic!("a fresh checkout waited behind idle connections: {err}"),
     };
@@ -191,7 +191,7 @@ async fn a_fresh_checkout_at_the_limit_replaces_the_least_recently_used_idle_con
     assert_eq!(stats.evictions.total(), 1);
     assert_eq!(stats.evictions.connection_limit, 1);
     // The least recently used one went; the other is still there.
-    let reused = pool.checkout(&origin, false).await.unwrap();
+    let reused = pool.checkout(&origin, false, true).await.unwrap();
     assert_eq!(reused.conn.id, newer_id);
     assert_ne!(reused.conn.id, older_id);
 }
@@ -210,23 +210,44 @@ async fn the_learned_timeouts_are_bounded() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_reaper_forgets_learned_timeouts_that_have_relaxed_away() {
+async fn an_idle_connection_at_its_deadline_becomes_the_probe_and_proves_a_longer_timer() {
     let (pool, _) = pool(PoolConfig::default());
-    // A checked-in connection starts the reaper.
     let origin = origin("origin.test");
-    let checkout = pool.checkout(&origin, false).await.unwrap();
-    pool.checkin(checkout.conn, true);
-    pool.observe_server_close(&origin, Duration::from_secs(2));
-    assert_eq!(pool.lock().learned.len(), 1);
+    let first = pool.checkout(&origin, false, true).await.unwrap();
+    pool.checkin(first.conn, true);
+    let probe_id = pool.lock().origins[&origin].idle[0].conn.id;
 
-    // 2 s * 1.25^4 is past the 4 s idle timeout: after four quiet relax periods the
-    // value no longer counts, and the reaper forgets it within one more.
-    tokio::time::advance(Duration::from_secs(60 * 6)).await;
+    // At the 4 s default deadline it is not closed: it becomes the probe, out of
+    // rotation, testing 2 x (4 s + 1 s margin) = 10 s.
+    tokio::time::advance(Duration::from_secs(4)).await;
     settle().await;
-    assert_eq!(pool.lock().learned.len(), 0, "a relaxed value is kept");
-    assert!(pool.stats().learned_idle_timeouts.is_empty());
     let stats = pool.stats();
-    assert_eq!((stats.idle, stats.active, stats.waiting), (0, 0, 0));
+    assert_eq!(
+        (stats.idle, stats.probes.running, stats.probes.started),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.evictions.total(), 0);
+    let during = pool.checkout(&origin, false, true).await.unwrap();
+    assert!(!during.reused, "the probe carries no request");
+    assert_ne!(during.conn.id, probe_id);
+    drop(during);
+
+    // Still open at 10 s: 10 s is proven, and connections may stay idle 9 s.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    settle().await;
+    let stats = pool.stats();
+    assert_eq!((stats.probes.running, stats.probes.proven), (0, 1));
+    assert_eq!(
+        stats.evictions.idle_timeout, 1,
+        "the probe closes when proven"
+    );
+    let origin_stats = &pool.origin_stats()[0];
+    assert_eq!(origin_stats.proven_idle, Duration::from_secs(10));
+    assert_eq!(origin_stats.idle_deadline, Duration::from_secs(9));
+    assert_eq!(
+        origin_stats.idle_deadline_source,
+        crate::DeadlineSource::Proven
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -236,8 +257,8 @@ async fn a_check_in_to_a_full_idle_list_closes_the_least_recently_used() {
         ..PoolConfig::default()
     });
     let origin = origin("origin.test");
-    let first = pool.checkout(&origin, false).await.unwrap();
-    let second = pool.checkout(&origin, false).await.unwrap();
+    let first = pool.checkout(&origin, false, true).await.unwrap();
+    let second = pool.checkout(&origin, false, true).await.unwrap();
     let second_id = second.conn.id;
     pool.checkin(first.conn, true);
     pool.checkin(second.conn, true);
@@ -245,7 +266,7 @@ async fn a_check_in_to_a_full_idle_list_closes_the_least_recently_used() {
     assert_eq!((stats.idle, stats.active), (1, 0));
     assert_eq!(stats.evictions.idle_list_full, 1);
     assert_eq!(
-        pool.checkout(&origin, false).await.unwrap().conn.id,
+        pool.checkout(&origin, false, true).await.unwrap().conn.id,
         second_id
     );
 }
@@ -263,8 +284,10 @@ fn a_waiter_dropped_outside_any_runtime_checks_its_grant_in_without_panicking() 
         ..one_connection()
     });
     let origin = origin("origin.test");
-    let held = runtime.block_on(pool.checkout(&origin, false)).unwrap();
-    let mut waiter = task::spawn(pool.checkout(&origin, false));
+    let held = runtime
+        .block_on(pool.checkout(&origin, false, true))
+        .unwrap();
+    let mut waiter = task::spawn(pool.checkout(&origin, false, true));
     runtime.block_on(async {
         assert!(waiter.poll().is_pending());
         pool.checkin(held.conn, true);
@@ -275,7 +298,7 @@ fn a_waiter_dropped_outside_any_runtime_checks_its_grant_in_without_panicking() 
     assert_eq!(pool.stats().idle, 1);
 
     runtime.block_on(async {
-        let checkout = pool.checkout(&origin, false).await.unwrap();
+        let checkout = pool.checkout(&origin, false, true).await.unwrap();
         assert!(checkout.reused);
         assert_eq!(made.load(Ordering::SeqCst), 1);
         // This check-in starts the reaper, which closes the connection at 300 ms.
@@ -298,7 +321,7 @@ fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_
     let (pool, _) = pool(PoolConfig::default());
     let origin = origin("origin.test");
     let response = runtime.block_on(async {
-        let mut checkout = pool.checkout(&origin, false).await.unwrap();
+        let mut checkout = pool.checkout(&origin, false, true).await.unwrap();
         let request = http::Request::get("/big").body(Empty::new()).unwrap();
         let response = checkout.conn.send(request).await.unwrap();
         // The body is not read: the connection waits in the pool's pending list.

@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 
 use super::policy::Attempted;
 use super::{Retrier, IDEMPOTENCY_KEY};
-use crate::attempt::{AttemptsMade, FreshConnection};
+use crate::attempt::{AttemptsMade, FreshConnection, NotResendable};
 use crate::body::{Body, Recording, ReplayBody};
 use crate::error::{Error, Progress};
 use crate::origin;
@@ -188,6 +188,10 @@ impl<B: Body> SavedRequest<B> {
         let has_idempotency_key = head.headers.contains_key(IDEMPOTENCY_KEY);
         // An outer retry layer may already have made attempts for this request.
         let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
+        if !policy.resends_written(&head.method, has_idempotency_key) {
+            // The pool then gives it only a connection proven to be kept that long.
+            head.extensions.insert(NotResendable);
+        }
         let mode = if policy.get_attempts() <= 1 {
             let method = head.method.clone();
             let uri = head.uri.clone();

@@ -158,6 +158,13 @@ impl Policy {
         self.max_replay_body_bytes
     }
 
+    /// Whether a request with `method` (and an `Idempotency-Key` if `has_key`) would be
+    /// resent after it was written on a reused connection and no response came back:
+    /// what the pool asks to decide which connections such a request may ride.
+    pub(crate) fn resends_written(&self, method: &Method, has_key: bool) -> bool {
+        self.attempts > 1 && (self.methods == Methods::All || is_idempotent(method) || has_key)
+    }
+
     pub(crate) fn backoff_delay(&self) -> Duration {
         self.backoff
     }

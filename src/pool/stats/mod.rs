@@ -24,7 +24,8 @@ use super::{Conn, Pool};
 
 mod origins;
 
-use crate::info::{Evictions, OriginStats, PoolStats};
+use super::deadline::allowed_idle;
+use crate::info::{Evictions, OriginStats, PoolStats, Probes};
 use crate::origin::Origin;
 use origins::OriginRecords;
 
@@ -100,9 +101,26 @@ pub(super) struct Counters {
     evictions: [AtomicU64; Evict::COUNT],
     /// Per-origin counters, outside the pool's lock.
     pub(super) origins: OriginRecords,
+    probes_started: AtomicU64,
+    probes_proven: AtomicU64,
+    probes_closed: AtomicU64,
 }
 
 impl Counters {
+    pub(super) fn probes_started(&self, n: u64) {
+        if n > 0 {
+            self.probes_started.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn probe_proven(&self) {
+        self.probes_proven.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn probe_closed(&self) {
+        self.probes_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a connection of `origin` closed for `reason` after `idle_for` idle.
     pub(super) fn count_eviction(&self, origin: &Origin, reason: Evict, idle_for: Duration) {
         self.evictions[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -162,11 +180,15 @@ fn evictions(counters: &[AtomicU64; Evict::COUNT]) -> Evictions {
 
 impl<B> Pool<B> {
     pub(crate) fn stats(&self) -> PoolStats {
-        let now = Instant::now();
-        let (idle, open, learned) = {
+        let (idle, open, learned, running) = {
             let state = self.lock();
-            let learned = state.learned.snapshot(now, self.config.idle_timeout);
-            (state.idle.len(), state.open, learned)
+            let learned = if self.config.learn_idle_timeout {
+                state.learned.snapshot()
+            } else {
+                Vec::new()
+            };
+            let running = state.origins.values().filter(|o| o.probe.is_some()).count();
+            (state.idle.len(), state.open, learned, running)
         };
         let learned = learned
             .into_iter()
@@ -180,6 +202,12 @@ impl<B> Pool<B> {
             waiting: self.counters.waiting.load(Ordering::Relaxed),
             evictions: evictions(&self.counters.evictions),
             learned_idle_timeouts: learned,
+            probes: Probes {
+                running,
+                started: self.counters.probes_started.load(Ordering::Relaxed),
+                proven: self.counters.probes_proven.load(Ordering::Relaxed),
+                closed_by_server: self.counters.probes_closed.load(Ordering::Relaxed),
+            },
             ..PoolStats::default()
         }
     }
@@ -222,30 +250,33 @@ impl<B> Pool<B> {
         // The records first, then the pool's lock: the two locks are never held
         // together.
         let records = self.counters.origins.all();
-        let now = Instant::now();
         let gauges: Vec<_> = {
             let state = self.lock();
             records
                 .iter()
                 .map(|(origin, _)| {
-                    let (idle, open, waiting) =
-                        state.origins.get(origin).map_or((0, 0, 0), |entry| {
-                            (entry.idle.len(), entry.open, entry.waiters.len())
+                    let (idle, open, waiting, probe) =
+                        state.origins.get(origin).map_or((0, 0, 0, None), |entry| {
+                            let probe = entry
+                                .probe
+                                .as_ref()
+                                .map(|probe| probe.deadline.saturating_duration_since(probe.since));
+                            // The probe is idle too.
+                            let idle = entry.idle.len() + usize::from(probe.is_some());
+                            (idle, entry.open, entry.waiters.len(), probe)
                         });
-                    let learned = if self.config.learn_idle_timeout {
-                        state.learned.peek(origin, now, self.config.idle_timeout)
-                    } else {
-                        None
-                    };
-                    (idle, open, waiting, learned)
+                    let evidence = self.evidence(&state.learned, origin);
+                    (idle, open, waiting, probe, evidence)
                 })
                 .collect()
         };
         let mut stats: Vec<OriginStats> = records
             .iter()
             .zip(gauges)
-            .map(
-                |((_, record), (idle, open, waiting, learned))| OriginStats {
+            .map(|((_, record), (idle, open, waiting, probe, evidence))| {
+                let (idle_deadline, idle_deadline_source) =
+                    allowed_idle(None, &evidence, &self.config);
+                OriginStats {
                     origin: record.display.to_string(),
                     host: record.host.to_string(),
                     port: record.port,
@@ -254,10 +285,14 @@ impl<B> Pool<B> {
                     waiting,
                     connections_opened: record.opened.load(Ordering::Relaxed),
                     evictions: evictions(&record.evictions),
-                    learned_idle_timeout: learned,
+                    learned_idle_timeout: evidence.closed_after,
+                    idle_deadline,
+                    idle_deadline_source,
+                    proven_idle: evidence.proven,
+                    probe,
                     idle_closes: record.idle_closes(),
-                },
-            )
+                }
+            })
             .collect();
         stats.sort_unstable_by(|a, b| a.origin.cmp(&b.origin));
         stats
