@@ -38,6 +38,9 @@
 //! | `closefirst.pool.waiting_requests` | gauge | requests | |
 //! | `closefirst.pool.evictions` | counter | connections | `closefirst.eviction.reason` |
 //! | `closefirst.pool.learned_idle_timeout` | gauge | seconds (0: nothing learned) | |
+//! | `closefirst.pool.idle_deadline` | gauge | seconds | |
+//! | `closefirst.pool.idle_deadline_source` | gauge | 1 for the source in force, 0 for the others | `closefirst.deadline.source` = `configured` / `hint` / `observed_close` / `proven` |
+//! | `closefirst.pool.proven_idle` | gauge | seconds | |
 //! | `closefirst.pool.client_closed_first` | counter | connections | |
 //! | `closefirst.pool.server_closed_first` | counter | connections | |
 //! | `closefirst.pool.server_close_shortest_idle` | gauge | seconds (set once the server closed one) | |
@@ -61,7 +64,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 
 use crate::body::Body;
 use crate::client::Client;
-use crate::info::OriginStats;
+use crate::info::{DeadlineSource, OriginStats};
 use crate::record::server_labels;
 
 /// Registers each name's unit and description with the installed recorder. Call it
@@ -86,6 +89,21 @@ pub fn describe() {
         "closefirst.pool.waiting_requests",
         Unit::Count,
         "Requests waiting for a connection under max_connections_per_origin."
+    );
+    describe_gauge!(
+        "closefirst.pool.idle_deadline",
+        Unit::Seconds,
+        "How long a connection to the origin may stay idle now, by where that comes from."
+    );
+    describe_gauge!(
+        "closefirst.pool.idle_deadline_source",
+        Unit::Count,
+        "1 for where the origin's idle deadline comes from (closefirst.deadline.source), 0 for the others."
+    );
+    describe_gauge!(
+        "closefirst.pool.proven_idle",
+        Unit::Seconds,
+        "The longest idle time the server was seen to allow; 0 until seen."
     );
     describe_counter!(
         "closefirst.pool.evictions",
@@ -180,6 +198,21 @@ fn publish_origin(origin: &OriginStats) {
     }
     let learned = origin.learned_idle_timeout.unwrap_or(Duration::ZERO);
     gauge!("closefirst.pool.learned_idle_timeout", server.clone()).set(learned.as_secs_f64());
+    gauge!("closefirst.pool.idle_deadline", server.clone()).set(origin.idle_deadline.as_secs_f64());
+    for source in [
+        DeadlineSource::Configured,
+        DeadlineSource::Hint,
+        DeadlineSource::ObservedClose,
+        DeadlineSource::Proven,
+    ] {
+        let in_force = f64::from(u8::from(source == origin.idle_deadline_source));
+        gauge!(
+            "closefirst.pool.idle_deadline_source",
+            with("closefirst.deadline.source", source.as_str())
+        )
+        .set(in_force);
+    }
+    gauge!("closefirst.pool.proven_idle", server.clone()).set(origin.proven_idle.as_secs_f64());
     let closes = &origin.idle_closes;
     counter!("closefirst.pool.client_closed_first", server.clone()).absolute(closes.by_client);
     counter!("closefirst.pool.server_closed_first", server.clone()).absolute(closes.by_server);

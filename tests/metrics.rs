@@ -246,6 +246,21 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
         gauge(s, "closefirst.pool.learned_idle_timeout", &plain_at),
         0.0
     );
+    // `plain`'s idle connection became its probe at 1.5 s and was still open at
+    // 2 x (1.5 s + 100 ms): 3.2 s is proven, connections may stay 3.1 s.
+    assert_eq!(gauge(s, "closefirst.pool.proven_idle", &plain_at), 3.2);
+    let deadline = gauge(s, "closefirst.pool.idle_deadline", &plain_at);
+    assert!((deadline - 3.1).abs() < 1e-9, "{deadline}");
+    let source = |port: &str, source| {
+        gauge(
+            s,
+            "closefirst.pool.idle_deadline_source",
+            &with(port, "closefirst.deadline.source", source),
+        )
+    };
+    assert_eq!(source(&plain_port, "proven"), 1.0);
+    assert_eq!(source(&plain_port, "configured"), 0.0);
+    assert_eq!(source(&closing_port, "observed_close"), 1.0);
     assert!(value(
         s,
         Kind::Gauge,
