@@ -12,11 +12,14 @@
 //!
 //! # The cures
 //!
-//! 1. **Close first.** The client closes each idle connection before the server would:
-//!    at `idle_timeout` (default 4 s), or `keep_alive_margin` (default 1 s, at most a
-//!    quarter of `idle_timeout`) before the server's own `Keep-Alive: timeout=N` or
-//!    before the idle timeout learned from the server's own closes ([`Builder::learn_idle_timeout`]), whichever comes first. A reaper task sleeps
-//!    until the earliest deadline; checkout refuses expired connections by itself.
+//! 1. **Close first, as late as is safe.** The client closes each idle connection
+//!    `keep_alive_margin` (default 1 s) before the server would: before its
+//!    `Keep-Alive: timeout=N`, or before the timer the pool saw it close at or proved it
+//!    keeps with a probe connection no request rides ([`Builder::learn_idle_timeout`]),
+//!    up to [`Builder::max_idle_timeout`] (90 s); at `idle_timeout` (4 s) while nothing
+//!    is known; or when the connection's lifetime ends. A request that may not be resent
+//!    rides only a connection proven to be kept that long. A reaper task sleeps until
+//!    the earliest deadline; checkout refuses expired connections by itself.
 //! 2. **Look before reuse.** Just before reusing an idle connection, one non-blocking
 //!    `recv(MSG_PEEK)` reveals a FIN, RST or stray bytes the kernel already holds; such a
 //!    connection is discarded, never written to

@@ -77,7 +77,7 @@ type ConnectFuture<B> = Pin<Box<dyn Future<Output = Result<Connected<B>, Error>>
 pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri) -> ConnectFuture<B> + Send + Sync>;
 
 /// The longest server `Keep-Alive: timeout` hint taken at its word; a longer one counts
-/// as this long. A hint only ever shortens `idle_timeout`, so beyond any sane idle
+/// as this long. A hint is used up to `max_idle_timeout` at most, so beyond any sane idle
 /// timeout it changes nothing, and a server may send up to `u64::MAX` seconds.
 pub(crate) const MAX_KEEP_ALIVE_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 

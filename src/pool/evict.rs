@@ -1,9 +1,11 @@
-//! The reaper: the task that closes idle connections when their deadlines pass.
+//! Closing and counting a connection ([`Pool::evict`], [`Pool::retire`]), and the
+//! reaper: the task that handles idle connections when their deadlines pass.
 //!
 //! One task per pool sleeps until the earliest deadline in the pool's deadline index
-//! (not a fixed tick), closes what has expired, and ends when the pool is dropped; a
-//! check-in whose deadline comes first wakes it early. Now and then it also drops the
-//! learned timeouts that have relaxed away (see [`learn`]). If its runtime
+//! (not a fixed tick), handles what has expired (closes it, gives it a later deadline
+//! when a probe proved more since its check-in, or keeps it as the origin's probe; see
+//! [`learn`](super::learn)), reads the wakes of parked idle connections, and ends when
+//! the pool is dropped; a check-in whose deadline comes first wakes it early. If its runtime
 //! shuts down under a pool that lives on (a client in a static), the next check-in on
 //! another runtime starts a new one. Checkout refuses an expired connection on its own,
 //! so correctness never depends on when the reaper runs.
