@@ -236,7 +236,7 @@ fn main() -> ExitCode {
             Server::InProcess => None,
             Server::Nginx => {
                 if nginx.is_none() {
-                    match Nginx::start() {
+                    match Nginx::start(&support::nginx::Config::default()) {
                         Ok(Some(n)) => {
                             println!("nginx: {} on {}", n.version(), n.addr());
                             nginx = Some(n);

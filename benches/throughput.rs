@@ -224,7 +224,7 @@ fn concurrent(c: &mut Criterion) {
 }
 
 fn against_nginx(c: &mut Criterion) {
-    let nginx = match Nginx::start() {
+    let nginx = match Nginx::start(&support::nginx::Config::default()) {
         Ok(Some(nginx)) => nginx,
         Ok(None) => {
             eprintln!("nginx_*: skipped, no nginx binary (install nginx or set NGINX=/path)");

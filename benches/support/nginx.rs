@@ -2,10 +2,11 @@
 //! temporary directory, and stopped when dropped.
 //!
 //! The binary is `nginx` from `PATH`, or the path in the `NGINX` environment variable.
-//! The config: one worker process, `keepalive_timeout 75s` (nginx's usual value, far
-//! above closefirst's idle timeout, so no connection is closed by the server during a
-//! run), `keepalive_requests` large enough that no connection is retired by count, no
-//! access log, and `return 200 "ok\n";` for every request.
+//! The config: one worker process, `keepalive_timeout` from [`Config`] (by default
+//! 75 s, nginx's usual value, far above closefirst's idle timeout, so no connection is
+//! closed by the server during a run; never with a `Keep-Alive` header),
+//! `keepalive_requests` large enough that no connection is retired by count, an access
+//! log only where [`Config`] asks for one, and `return 200 "ok\n";` for every request.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,27 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ports to try: the free port found may be taken by someone else before nginx binds it.
 const START_ATTEMPTS: usize = 5;
 
+/// What a bench chooses of nginx's config.
+pub(crate) struct Config {
+    /// `keepalive_timeout`: how long nginx keeps an idle connection open, at
+    /// millisecond resolution. Given alone, so nginx sends no `Keep-Alive` header.
+    pub(crate) keepalive_timeout: Duration,
+    /// Where nginx appends one line per request, `$connection $connection_requests
+    /// $request_uri` (the connection's serial number, the request's number on it, the
+    /// path), unbuffered; `None` for no access log. The file is the caller's to remove.
+    pub(crate) access_log: Option<PathBuf>,
+}
+
+impl Default for Config {
+    /// 75 s keep-alive, no access log: what the throughput benches run with.
+    fn default() -> Self {
+        Self {
+            keepalive_timeout: Duration::from_secs(75),
+            access_log: None,
+        }
+    }
+}
+
 /// A running nginx; dropping it stops nginx and removes its directory.
 pub(crate) struct Nginx {
     child: Child,
@@ -33,8 +55,9 @@ pub(crate) struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx, or returns `Ok(None)` when there is no nginx binary to run.
-    pub(crate) fn start() -> io::Result<Option<Self>> {
+    /// Starts nginx with `config`, or returns `Ok(None)` when there is no nginx binary
+    /// to run.
+    pub(crate) fn start(config: &Config) -> io::Result<Option<Self>> {
         let binary = PathBuf::from(std::env::var_os("NGINX").unwrap_or_else(|| "nginx".into()));
         let version = match Command::new(&binary).arg("-v").output() {
             Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -45,7 +68,7 @@ impl Nginx {
             std::env::temp_dir().join(format!("closefirst-bench-nginx-{}", std::process::id()));
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&binary, &dir, &version) {
+            match Self::try_start(&binary, &dir, &version, config) {
                 Ok(nginx) => return Ok(Some(nginx)),
                 Err(e) => last_error = Some(e),
             }
@@ -53,13 +76,13 @@ impl Nginx {
         Err(last_error.expect("START_ATTEMPTS is not zero"))
     }
 
-    fn try_start(binary: &Path, dir: &Path, version: &str) -> io::Result<Self> {
+    fn try_start(binary: &Path, dir: &Path, version: &str, config: &Config) -> io::Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("logs"))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, addr))?;
+        std::fs::write(&conf, nginx_conf(dir, addr, config))?;
         let child = Command::new(binary)
             .arg("-p")
             .arg(dir)
@@ -144,7 +167,16 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &Path, addr: SocketAddr) -> String {
+fn nginx_conf(dir: &Path, addr: SocketAddr, config: &Config) -> String {
+    let keepalive_ms = config.keepalive_timeout.as_millis();
+    let access_log = match &config.access_log {
+        Some(path) => format!(
+            "log_format connections '$connection $connection_requests $request_uri';\n    \
+             access_log {} connections;",
+            path.display()
+        ),
+        None => "access_log off;".to_owned(),
+    };
     let dir = dir.display();
     format!(
         r#"daemon off;
@@ -155,13 +187,13 @@ events {{
     worker_connections 1024;
 }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    keepalive_timeout 75s;
+    keepalive_timeout {keepalive_ms}ms;
     keepalive_requests 1000000000;
     server {{
         listen {addr};
