@@ -255,7 +255,8 @@ impl<B> Pool<B> {
         }
     }
 
-    /// Closes `conn`, counting and logging why.
+    /// Closes `conn`, counting and logging why; its slot is given back (or to the
+    /// first waiter).
     pub(crate) fn evict(
         &self,
         origin: &Origin,
@@ -264,13 +265,11 @@ impl<B> Pool<B> {
         idle_for: Duration,
         detail: &str,
     ) {
-        self.count_eviction(origin, &conn, reason, idle_for, detail);
-        // Dropping the last `SendRequest` makes hyper close the socket: the client
-        // sends the FIN.
-        drop(conn);
+        drop(self.retire(origin, conn, reason, idle_for, detail));
     }
 
-    /// Counts and closes `conn` (the client sends the FIN) but keeps its slot.
+    /// Counts and closes `conn` but keeps its slot. Dropping the last `SendRequest`
+    /// makes hyper close the socket: the client sends the FIN.
     pub(super) fn retire(
         &self,
         origin: &Origin,
