@@ -152,10 +152,19 @@ impl<B: Send + 'static> Pool<B> {
         if !fresh {
             while let Some(candidate) = entry.idle.pop_back() {
                 idle.remove(&candidate);
-                // The reaper may not have run yet: never hand out an expired one.
-                if now >= candidate.deadline {
+                // The reaper may not have run yet: never hand out an expired one. Nor one
+                // idle longer than what is known now allows: a close seen since its
+                // check-in (a server that shortened its timer) shortens every deadline.
+                let (allowed, source) =
+                    deadline::allowed_idle(candidate.conn.hint_timeout, &evidence, &self.config);
+                let expired = now >= candidate.deadline;
+                if expired || now.saturating_duration_since(candidate.since) >= allowed {
                     closing.push(Closing {
-                        reason: candidate.reason,
+                        reason: if expired {
+                            candidate.reason
+                        } else {
+                            deadline::source_reason(source)
+                        },
                         conn: candidate.conn,
                         since: candidate.since,
                         detail: "",

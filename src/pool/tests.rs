@@ -210,6 +210,26 @@ async fn the_learned_timeouts_are_bounded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_close_seen_after_check_in_shortens_the_deadlines_of_idle_connections() {
+    let (pool, _) = pool(PoolConfig::default());
+    let origin = origin("origin.test");
+    // The server was proven to keep connections 20 s: a check-in gets 19 s.
+    pool.prove(&origin, Duration::from_secs(20));
+    let first = pool.checkout(&origin, false, true).await.unwrap();
+    let id = first.conn.id;
+    pool.checkin(first.conn, true);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // It redeploys with a 3 s timer, seen on another connection: 2 s from now on.
+    pool.observe_server_close(&origin, Duration::from_secs(3));
+    let next = pool.checkout(&origin, false, true).await.unwrap();
+    assert!(
+        !next.reused && next.conn.id != id,
+        "idle 5 s, past the 2 s now allowed"
+    );
+    assert_eq!(pool.stats().evictions.learned_timeout, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_connection_at_its_deadline_becomes_the_probe_and_proves_a_longer_timer() {
     let (pool, _) = pool(PoolConfig::default());
     let origin = origin("origin.test");
