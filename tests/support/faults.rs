@@ -250,7 +250,7 @@ impl http_body::Body for TestBody {
 ///
 /// Learning is off: the scenarios are about what happens on a reused connection, which
 /// with learning on a POST without a key rides only on evidence of the server's timer
-/// (issue 19; `tests/idle_model.rs` covers that).
+/// (issue 19; `tests/idle_timer.rs` covers that).
 pub fn default_client() -> Client<TestBody> {
     Client::builder()
         .learn_idle_timeout(false)
