@@ -45,7 +45,10 @@ impl<B: Send + 'static> Pool<B> {
             return;
         }
         let state = &mut *guard;
-        let evidence = self.evidence(&state.learned, &origin);
+        let evidence = state
+            .origins
+            .get(&*origin)
+            .map_or_else(Default::default, |entry| self.evidence_of(entry));
         // Counted from when the response head arrived, not from now: the caller may
         // have taken its time reading the body, while the server's timer ran.
         let (deadline, reason) = deadline::deadline(&conn, &self.config, since, &evidence);

@@ -145,9 +145,9 @@ impl<B: Send + 'static> Pool<B> {
             Some(entry) => entry,
             None => origins
                 .entry(origin.clone())
-                .or_insert_with(|| OriginState::new(origin)),
+                .or_insert_with(|| OriginState::new(origin, learned.evidence(origin))),
         };
-        let evidence = self.evidence(learned, origin);
+        let evidence = self.evidence_of(entry);
         *proven = evidence.proven;
         if !fresh {
             while let Some(candidate) = entry.idle.pop_back() {

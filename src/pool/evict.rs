@@ -174,11 +174,11 @@ impl<B> Pool<B> {
                     probes_done.push((origin, idle));
                     continue;
                 }
-                let evidence = self.evidence(&state.learned, &origin);
                 let Some(entry) = state.origins.get_mut(&origin) else {
                     expired.push((origin, idle));
                     continue;
                 };
+                let evidence = self.evidence_of(entry);
                 // A probe may have proven more since this connection was checked in.
                 let (deadline, reason) =
                     deadline::deadline(&idle.conn, &self.config, idle.since, &evidence);

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Pool;
+use super::{OriginState, Pool};
 use crate::origin::Origin;
 
 /// What the pool knows of one origin's idle timer.
@@ -186,6 +186,16 @@ impl<B> Pool<B> {
         }
     }
 
+    /// [`evidence`](Pool::evidence) from an origin's entry, which keeps a copy.
+    #[inline]
+    pub(super) fn evidence_of(&self, entry: &OriginState<B>) -> Evidence {
+        if self.config.learn_idle_timeout {
+            entry.evidence
+        } else {
+            Evidence::default()
+        }
+    }
+
     /// The server closed a connection of `origin` that had been idle for `idle_for`
     /// (or a request met one that was closing): an observation of its idle timer.
     /// `probe` says the connection was the origin's probe: the close is learned from
@@ -212,10 +222,7 @@ impl<B> Pool<B> {
             );
             return;
         }
-        let changed = self
-            .lock()
-            .learned
-            .update(origin, |evidence| evidence.observe_close(idle_for));
+        let changed = self.update_evidence(origin, |evidence| evidence.observe_close(idle_for));
         if let Some((before, after)) = changed {
             self.log_change(origin, before, after, "the server closed a connection");
         }
@@ -227,13 +234,27 @@ impl<B> Pool<B> {
         if !self.config.learn_idle_timeout {
             return;
         }
-        let changed = self
-            .lock()
-            .learned
-            .update(origin, |evidence| evidence.prove(idle_for));
+        let changed = self.update_evidence(origin, |evidence| evidence.prove(idle_for));
         if let Some((before, after)) = changed {
             self.log_change(origin, before, after, "the server kept a connection open");
         }
+    }
+
+    /// Changes `origin`'s evidence, and the copy in its entry; returns it before and
+    /// after when it changed.
+    fn update_evidence(
+        &self,
+        origin: &Origin,
+        change: impl FnOnce(&mut Evidence) -> bool,
+    ) -> Option<(Evidence, Evidence)> {
+        let mut state = self.lock();
+        let changed = state.learned.update(origin, change);
+        if let Some((_, after)) = changed {
+            if let Some(entry) = state.origins.get_mut(origin) {
+                entry.evidence = after;
+            }
+        }
+        changed
     }
 
     /// Logs at `info` when what an origin's deadline comes from changes, at `debug`

@@ -113,10 +113,14 @@ struct OriginState<B> {
     /// the server keeps connections (see [`learn`]). Its deadline is in the index (it
     /// counts as idle), at the idle time it tests.
     probe: Option<Idle<B>>,
+    /// The origin's [`learn::Evidence`], as in [`State::learned`] (updated with it
+    /// under the lock): read on every checkout and check-in without hashing the origin
+    /// again.
+    evidence: learn::Evidence,
 }
 
 impl<B> OriginState<B> {
-    fn new(origin: &Origin) -> Self {
+    fn new(origin: &Origin, evidence: learn::Evidence) -> Self {
         OriginState {
             origin: Arc::new(origin.clone()),
             idle: VecDeque::new(),
@@ -124,6 +128,7 @@ impl<B> OriginState<B> {
             waiters: VecDeque::new(),
             pending: Vec::new(),
             probe: None,
+            evidence,
         }
     }
 }
