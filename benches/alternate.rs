@@ -9,6 +9,7 @@
 //! cargo bench --bench alternate -- =sequential    # one case, by its whole name
 //! ROUNDS=30 SLICE_MS=300 cargo bench --bench alternate
 //! NGINX=/usr/sbin/nginx cargo bench --bench alternate -- nginx
+//! ROUNDS=8 cargo bench --bench alternate -- tls   # the two TLS cases
 //! ```
 //!
 //! Cases: `sequential` (one GET at a time) and `concurrent_64` (64 GETs in flight, one
@@ -26,6 +27,16 @@
 //! (`closefirst_no_peek`, which tells what the peek costs); all send the same request,
 //! read the body to the end and check its length.
 //!
+//! TLS cases: `tls_sequential` and `tls_concurrent_64`, from a spawned task, against the
+//! in-process server behind a tokio-rustls acceptor (TLS 1.3 only, a self-signed
+//! certificate made by `rcgen` at start; `support/tls.rs`). Two clients only, each with
+//! a rustls client configuration of its own (so its own session cache) trusting that
+//! certificate: closefirst with its `rustls` feature (`Builder::tls_config`) and
+//! hyper-util's legacy client over hyper-rustls, both on an `https://` URI. The server
+//! reads `ServerConnection::handshake_kind` after each handshake, and the case prints,
+//! per client, the full and resumed handshakes it completed during the rounds and
+//! during the warm-up.
+//!
 //! Per case, every client is created and warmed up first (its connections open), then
 //! `ROUNDS` rounds (default 16) run. In each round every client runs for the same time
 //! slice (`SLICE_MS`, default 500 ms), in an order that rotates by one each round, so
@@ -38,10 +49,11 @@
 //! exposed to the machine for the same length of time per round, so a burst of load
 //! lands in any client's slice with the same probability; with a fixed count the slower
 //! client's slice would be longer and take more of the load. It also bounds the run's
-//! length whatever the clients' speed (the default run takes about 2.5 minutes). Before
-//! each timed slice, one untimed batch touches the client's connections, so that a long
-//! `SLICE_MS` (the other clients' slices are an idle gap for this one's connections)
-//! measures warm connections, not closefirst's idle timer of 4 s.
+//! length whatever the clients' speed (the default run takes about 2.5 minutes; the
+//! TLS cases add about 40 s). Before each timed slice, one untimed batch touches the
+//! client's connections, so that a long `SLICE_MS` (the other clients' slices are an
+//! idle gap for this one's connections) measures warm connections, not closefirst's
+//! idle timer of 4 s.
 //!
 //! Printed per case: every client's median, minimum and maximum requests per second
 //! over the rounds; the ratio of the medians of closefirst to each other client;
@@ -49,9 +61,13 @@
 //! with its median and spread: the per-round ratio is the figure to quote, as both of
 //! its terms saw nearly the same machine; and connections opened by closefirst (from
 //! `Client::stats`) and, for the in-process server, accepted per client during the
-//! rounds.
+//! rounds; for the TLS cases, the server's handshakes per client.
 
 mod support;
+// Only this bench has TLS cases: the other benches that share `support/` do not
+// include the file.
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,6 +77,7 @@ use tokio::runtime::Runtime;
 
 use support::nginx::Nginx;
 use support::subject::{runtime, Subject, Target, CONCURRENCY, SUBJECTS};
+use tls::{HandshakeTally, Handshakes, TestCert, TlsSubject, TLS_SUBJECTS};
 
 const DEFAULT_ROUNDS: usize = 16;
 /// More rounds than this is refused: it only makes the run longer than anyone waits.
@@ -78,6 +95,9 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 enum Server {
     InProcess,
     Nginx,
+    /// The in-process server behind a tokio-rustls acceptor (TLS 1.3, a self-signed
+    /// certificate made at start): `support/tls.rs`.
+    InProcessTls,
 }
 
 /// Where the requests are made from.
@@ -111,7 +131,7 @@ const fn case(name: &'static str, server: Server, concurrency: usize, shape: Sha
     }
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 10] = [
     case("sequential", Server::InProcess, 1, Shape::Spawned),
     case(
         "concurrent_64",
@@ -145,7 +165,28 @@ const CASES: [Case; 8] = [
         CONCURRENCY,
         Shape::BlockOn,
     ),
+    case("tls_sequential", Server::InProcessTls, 1, Shape::Spawned),
+    case(
+        "tls_concurrent_64",
+        Server::InProcessTls,
+        CONCURRENCY,
+        Shape::Spawned,
+    ),
 ];
+
+/// The TLS server of a TLS case: its certificate (which the clients trust) and its
+/// handshake counts.
+struct TlsOrigin {
+    cert: TestCert,
+    handshakes: Handshakes,
+}
+
+/// A client of a case: one of `SUBJECTS` over plain HTTP, or of `TLS_SUBJECTS` over TLS.
+#[derive(Clone)]
+enum Client {
+    Plain(Subject),
+    Tls(TlsSubject),
+}
 
 struct Settings {
     rounds: usize,
@@ -232,8 +273,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut nginx = None;
     for case in cases {
+        let mut tls_origin = None;
         let target = match case.server {
-            Server::InProcess => None,
+            Server::InProcess | Server::InProcessTls => None,
             Server::Nginx => {
                 if nginx.is_none() {
                     match Nginx::start(&support::nginx::Config::default()) {
@@ -259,8 +301,19 @@ fn main() -> ExitCode {
         // One runtime per case: its clients and their connections end with it, before
         // the next case (and before nginx stops).
         let rt = runtime();
-        let target = target.unwrap_or_else(|| Target::in_process(&rt));
-        if let Err(e) = run_case(&rt, case, &target, &settings) {
+        let target = match (target, case.server) {
+            (Some(target), _) => target,
+            (None, Server::InProcessTls) => {
+                let cert = TestCert::new();
+                let accepted = support::server::Accepted::default();
+                let handshakes = Handshakes::default();
+                let addr = rt.block_on(tls::start(&cert, accepted.clone(), handshakes.clone()));
+                tls_origin = Some(TlsOrigin { cert, handshakes });
+                Target::new(addr, support::server::BODY.len(), Some(accepted))
+            }
+            (None, _) => Target::in_process(&rt),
+        };
+        if let Err(e) = run_case(&rt, case, &target, tls_origin.as_ref(), &settings) {
             eprintln!("alternate: {}: {e}", case.name);
             return ExitCode::FAILURE;
         }
@@ -277,17 +330,22 @@ fn main() -> ExitCode {
 /// One client of a case, with what was measured of it.
 struct Measured {
     name: &'static str,
-    subject: Subject,
+    subject: Client,
     /// Requests per second, one per round.
     rates: Vec<f64>,
     /// Connections the in-process server accepted during this client's slices.
     accepted_in_rounds: usize,
+    /// TLS handshakes the server completed during this client's warm-up (TLS cases).
+    handshakes_in_warm_up: HandshakeTally,
+    /// TLS handshakes the server completed during this client's slices (TLS cases).
+    handshakes_in_rounds: HandshakeTally,
 }
 
 fn run_case(
     rt: &Runtime,
     case: &Case,
     target: &Arc<Target>,
+    tls_origin: Option<&TlsOrigin>,
     settings: &Settings,
 ) -> Result<(), String> {
     println!(
@@ -306,20 +364,32 @@ fn run_case(
         match case.server {
             Server::InProcess => "in-process hyper server",
             Server::Nginx => "nginx",
+            Server::InProcessTls => "in-process hyper server over TLS 1.3, tokio-rustls",
         },
         settings.rounds,
         settings.slice.as_millis(),
         load_average()
     );
-    let mut clients = Vec::with_capacity(SUBJECTS.len());
-    for name in SUBJECTS {
-        let subject = rt.block_on(Subject::new(name, target, case.concurrency));
+    let names: &[&'static str] = match tls_origin {
+        Some(_) => &TLS_SUBJECTS,
+        None => &SUBJECTS,
+    };
+    let handshakes = || tls_origin.map(|o| o.handshakes.get()).unwrap_or_default();
+    let mut clients = Vec::with_capacity(names.len());
+    for &name in names {
+        let handshakes_before = handshakes();
+        let subject = match tls_origin {
+            Some(origin) => Client::Tls(TlsSubject::new(name, &origin.cert, target.addr)),
+            None => Client::Plain(rt.block_on(Subject::new(name, target, case.concurrency))),
+        };
         timed(rt, case, &subject, target, WARM_UP)?;
         clients.push(Measured {
             name,
             subject,
             rates: Vec::with_capacity(settings.rounds),
             accepted_in_rounds: 0,
+            handshakes_in_warm_up: handshakes().since(handshakes_before),
+            handshakes_in_rounds: HandshakeTally::default(),
         });
     }
     let opened_in_warm_up = closefirst_stats(&clients).map(|s| s.connections_opened);
@@ -327,10 +397,15 @@ fn run_case(
     for round in 0..settings.rounds {
         let mut line = format!("round {:>2}:", round + 1);
         for k in 0..clients.len() {
-            let client = &mut clients[(round + k) % SUBJECTS.len()];
+            let n = clients.len();
+            let client = &mut clients[(round + k) % n];
             let before = target.accepted();
+            let handshakes_before = handshakes();
             let (requests, elapsed) = timed(rt, case, &client.subject, target, settings.slice)?;
             client.accepted_in_rounds += target.accepted().saturating_sub(before);
+            client
+                .handshakes_in_rounds
+                .add(handshakes().since(handshakes_before));
             let rate = requests as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
             client.rates.push(rate);
             line.push_str(&format!(" {}={:.0}", client.name, rate));
@@ -344,13 +419,20 @@ fn run_case(
         println!("{line}");
     }
 
-    report(case, target, &clients, opened_in_warm_up);
+    report(
+        case,
+        target,
+        tls_origin.is_some(),
+        &clients,
+        opened_in_warm_up,
+    );
     Ok(())
 }
 
 fn closefirst_stats(clients: &[Measured]) -> Option<closefirst::PoolStats> {
     clients.iter().find_map(|c| match &c.subject {
-        Subject::Closefirst(client) => Some(client.stats()),
+        Client::Plain(Subject::Closefirst(client)) => Some(client.stats()),
+        Client::Tls(subject) => subject.closefirst().map(|client| client.stats()),
         _ => None,
     })
 }
@@ -361,7 +443,7 @@ fn closefirst_stats(clients: &[Measured]) -> Option<closefirst::PoolStats> {
 fn timed(
     rt: &Runtime,
     case: &Case,
-    subject: &Subject,
+    subject: &Client,
     target: &Arc<Target>,
     length: Duration,
 ) -> Result<(u64, Duration), String> {
@@ -383,12 +465,21 @@ fn timed(
 }
 
 /// One batch: one GET, or `concurrency` GETs joined. Returns the requests completed.
-async fn batch(subject: &Subject, target: &Arc<Target>, concurrency: usize) -> Result<u64, String> {
+async fn batch(subject: &Client, target: &Arc<Target>, concurrency: usize) -> Result<u64, String> {
     let work = async {
-        if concurrency == 1 {
-            subject.get(target, 0).await;
-        } else {
-            subject.get_concurrently(target, concurrency).await;
+        match subject {
+            Client::Plain(subject) if concurrency == 1 => {
+                subject.get(target, 0).await;
+            }
+            Client::Plain(subject) => {
+                subject.get_concurrently(target, concurrency).await;
+            }
+            Client::Tls(subject) if concurrency == 1 => {
+                subject.get().await;
+            }
+            Client::Tls(subject) => {
+                subject.get_concurrently(concurrency).await;
+            }
         }
     };
     tokio::time::timeout(BATCH_TIMEOUT, work)
@@ -400,7 +491,7 @@ async fn batch(subject: &Subject, target: &Arc<Target>, concurrency: usize) -> R
 /// Whole batches until `length` has passed; returns the requests completed and the time
 /// they took (at least `length`, at most one batch more).
 async fn run_for(
-    subject: &Subject,
+    subject: &Client,
     target: &Arc<Target>,
     concurrency: usize,
     length: Duration,
@@ -442,7 +533,13 @@ impl Spread {
     }
 }
 
-fn report(case: &Case, target: &Target, clients: &[Measured], opened_in_warm_up: Option<u64>) {
+fn report(
+    case: &Case,
+    target: &Target,
+    tls: bool,
+    clients: &[Measured],
+    opened_in_warm_up: Option<u64>,
+) {
     let name = case.name;
     println!("{name}: client             median req/s     min req/s     max req/s");
     let spreads: Vec<Spread> = clients.iter().map(|c| Spread::of(&c.rates)).collect();
@@ -488,11 +585,37 @@ fn report(case: &Case, target: &Target, clients: &[Measured], opened_in_warm_up:
             counts.join(", ")
         );
     }
+    if tls {
+        let counts: Vec<String> = clients
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} in the rounds ({} in warm-up)",
+                    c.name,
+                    handshakes(c.handshakes_in_rounds),
+                    handshakes(c.handshakes_in_warm_up)
+                )
+            })
+            .collect();
+        println!(
+            "{name}: TLS handshakes the server completed: {}",
+            counts.join("; ")
+        );
+    }
     for client in clients {
-        if let Subject::Raw(raw) = &client.subject {
+        if let Client::Plain(Subject::Raw(raw)) = &client.subject {
             println!("{name}: raw used {} socket(s)", raw.len());
         }
     }
+}
+
+/// Full and resumed TLS handshakes, and failed ones when there are any.
+fn handshakes(h: HandshakeTally) -> String {
+    let failed = match h.failed {
+        0 => String::new(),
+        n => format!(", {n} failed"),
+    };
+    format!("{} full, {} resumed{failed}", h.full, h.resumed)
 }
 
 /// The eviction counts that are not zero, or `none`.

@@ -17,9 +17,10 @@ use tokio::net::TcpListener;
 /// The body of every response from the in-process server.
 pub(crate) const BODY: &[u8] = b"hello, world\n";
 
-/// Connections the server has accepted so far.
+/// Connections the server has accepted so far (`alternate.rs`'s TLS server counts into
+/// it too).
 #[derive(Clone, Default)]
-pub(crate) struct Accepted(Arc<AtomicUsize>);
+pub(crate) struct Accepted(pub(crate) Arc<AtomicUsize>);
 
 impl Accepted {
     pub(crate) fn get(&self) -> usize {
