@@ -151,7 +151,9 @@ impl Subject {
     }
 }
 
-async fn read_to_end(resp: http::Response<Incoming>) -> usize {
+/// Reads a response body to its end and returns its length; the bench server always
+/// answers 200.
+pub(crate) async fn read_to_end(resp: http::Response<Incoming>) -> usize {
     assert!(resp.status().is_success(), "the bench server answers 200");
     resp.into_body()
         .collect()

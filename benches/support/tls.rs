@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
+use http_body_util::{Empty, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::support::server::{Accepted, BODY};
+use crate::support::subject::read_to_end;
 
 /// The clients of the TLS cases, in the order of the plain cases' first two.
 pub(crate) const TLS_SUBJECTS: [&str; 2] = ["closefirst", "hyper_util_legacy"];
@@ -262,14 +262,4 @@ impl TlsSubject {
         }
         total
     }
-}
-
-async fn read_to_end(resp: http::Response<Incoming>) -> usize {
-    assert!(resp.status().is_success(), "the bench server answers 200");
-    resp.into_body()
-        .collect()
-        .await
-        .expect("the bench server sends the whole body")
-        .to_bytes()
-        .len()
 }
