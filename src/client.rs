@@ -22,7 +22,7 @@ use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
 use crate::origin;
-use crate::pool::{ConnectFn, Connected, Pool};
+use crate::pool::{ConnectFn, Connected, DriverHome, Pool};
 use crate::retry::{self, Policy, Retrier};
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
@@ -54,7 +54,7 @@ impl<B: Body> Client<B> {
         C::Error: Into<BoxError>,
         IO: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
     {
-        let connect: ConnectFn<ReplayBody<B>> = Box::new(move |uri: Uri| {
+        let connect: ConnectFn<ReplayBody<B>> = Box::new(move |uri: Uri, home: DriverHome<_>| {
             let connector = connector.clone();
             Box::pin(async move {
                 let io = connector
@@ -71,7 +71,9 @@ impl<B: Body> Client<B> {
                     // With upgrades, a `101 Switching Protocols` hands the IO to
                     // `hyper::upgrade::on(response)`; the connection never comes back to
                     // the pool, as its task ends.
-                    driver: Box::pin(driver.with_upgrades()),
+                    // Started here, where its type is known: on a task of its own it
+                    // is not boxed.
+                    driver: home.start(driver.with_upgrades()),
                 })
             })
         });

@@ -91,7 +91,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                     }
                     conn.observe_response(response.status(), response.headers());
                     response.extensions_mut().insert(ConnectionInfo {
-                        id: conn.id,
+                        id: conn.id(),
                         reused,
                         idle_for,
                         requests: conn.requests,

@@ -66,7 +66,6 @@ impl<B: Send + 'static> Pool<B> {
             .expect("an origin entry lives as long as one of its slots");
         let mut idle = Idle {
             conn,
-            since,
             deadline,
             reason,
         };
@@ -100,7 +99,7 @@ impl<B: Send + 'static> Pool<B> {
             self.start_reaper(generation);
         }
         if let Some(idle) = displaced {
-            let idle_for = now.saturating_duration_since(idle.since);
+            let idle_for = now.saturating_duration_since(idle.since());
             self.evict(&origin, idle.conn, Evict::IdleListFull, idle_for, "");
         }
     }
@@ -200,7 +199,7 @@ impl<B> Pool<B> {
         // Out of the lock before the connection is closed: its slot takes the lock.
         let idle = self.lock().take_idle(origin, id);
         if let Some((idle, probe)) = idle {
-            let idle_for = Instant::now().saturating_duration_since(idle.since);
+            let idle_for = Instant::now().saturating_duration_since(idle.since());
             self.server_closed_idle(origin, idle_for, probe);
             self.evict(
                 origin,

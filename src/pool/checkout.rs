@@ -65,7 +65,7 @@ impl<B: Send + 'static> Pool<B> {
             self.close_all(origin, closing, now);
             match step {
                 Step::Reuse(idle) => {
-                    let idle_for = now.saturating_duration_since(idle.since);
+                    let idle_for = now.saturating_duration_since(idle.since());
                     // On failure the slot drops here, and the next idle one is tried.
                     if let Ok(conn) = self.hand_out(origin, idle, now) {
                         return Ok(Checkout {
@@ -78,14 +78,14 @@ impl<B: Send + 'static> Pool<B> {
                 }
                 Step::Connect(slot) => return self.connect(origin, slot).await,
                 Step::Replace(idle) => {
-                    let idle_for = now.saturating_duration_since(idle.since);
+                    let idle_for = now.saturating_duration_since(idle.since());
                     let slot = self.retire(origin, idle.conn, Evict::ConnectionLimit, idle_for, "");
                     return self.connect(origin, slot).await;
                 }
                 Step::Wait(waiting) => match waiting.granted(wait_until).await? {
                     Some(Turn::Conn(idle)) => {
                         let now = Instant::now();
-                        let idle_for = now.saturating_duration_since(idle.since);
+                        let idle_for = now.saturating_duration_since(idle.since());
                         if fresh
                             || (!resendable && idle_for >= self.unresendable_limit(origin, &idle))
                         {
@@ -158,15 +158,15 @@ impl<B: Send + 'static> Pool<B> {
                 let (allowed, source) =
                     deadline::allowed_idle(candidate.conn.hint_timeout, &evidence, &self.config);
                 let expired = now >= candidate.deadline;
-                if expired || now.saturating_duration_since(candidate.since) >= allowed {
+                if expired || now.saturating_duration_since(candidate.since()) >= allowed {
                     closing.push(Closing {
                         reason: if expired {
                             candidate.reason
                         } else {
                             deadline::source_reason(source)
                         },
+                        since: candidate.since(),
                         conn: candidate.conn,
-                        since: candidate.since,
                         detail: "",
                     });
                 } else if candidate.conn.tx.is_closed() {
@@ -177,13 +177,13 @@ impl<B: Send + 'static> Pool<B> {
                         Evict::ClosedByServer
                     };
                     closing.push(Closing {
+                        since: candidate.since(),
                         conn: candidate.conn,
-                        since: candidate.since,
                         reason,
                         detail: "connection task ended",
                     });
                 } else if !resendable
-                    && now.saturating_duration_since(candidate.since)
+                    && now.saturating_duration_since(candidate.since())
                         >= deadline::allowed_idle_unresendable(
                             candidate.conn.hint_timeout,
                             &evidence,
@@ -247,7 +247,13 @@ impl<B: Send + 'static> Pool<B> {
         origin: &Origin,
         slot: Slot<B>,
     ) -> Result<Checkout<B>, Error> {
-        let connecting = (self.connect)(origin.to_uri());
+        let home = Conn::home(
+            self,
+            Arc::clone(slot.origin()),
+            Arc::downgrade(&self.woken),
+            Arc::downgrade(&self.counters),
+        );
+        let connecting = (self.connect)(origin.to_uri(), home);
         let connected = match self.config.connect_timeout {
             Some(limit) => tokio::time::timeout(limit, connecting)
                 .await
@@ -257,15 +263,9 @@ impl<B: Send + 'static> Pool<B> {
         // On error `slot` drops here, and a waiter (if any) may try in our place.
         let connected = connected?;
         self.record_opened(origin);
-        let conn = Conn::opened(
-            connected,
-            slot,
-            self.config.max_lifetime,
-            Arc::downgrade(&self.woken),
-            Arc::downgrade(&self.counters),
-        );
+        let conn = Conn::opened(connected, slot, self.config.max_lifetime);
         let remote_addr = conn.socket.as_ref().and_then(SocketHandle::remote_addr);
-        tracing::debug!(origin = %origin, conn = conn.id, remote = ?remote_addr, "opened connection");
+        tracing::debug!(origin = %origin, conn = conn.id(), remote = ?remote_addr, "opened connection");
         Ok(Checkout {
             conn,
             proven: Duration::ZERO,
@@ -291,9 +291,9 @@ impl<B> Pool<B> {
         idle: Idle<B>,
         now: Instant,
     ) -> Result<Conn<B>, Slot<B>> {
+        let since = idle.since();
         let Idle {
             mut conn,
-            since,
             deadline,
             reason,
         } = idle;
@@ -340,7 +340,7 @@ impl<B> Pool<B> {
         self.counters.reuses.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             origin = %origin,
-            conn = conn.id,
+            conn = conn.id(),
             idle_ms = idle_for.as_millis() as u64,
             "reusing pooled connection"
         );

@@ -47,6 +47,7 @@ use crate::io::SocketHandle;
 use crate::origin::Origin;
 pub(super) use waker::WokenConns;
 use waker::{ConnFuture, IdleWaker, OwnTask};
+pub(crate) use waker::{DriverHome, Started};
 
 /// Who polls hyper's connection future (the half of a connection that writes requests
 /// and reads responses): the state of a connection's life.
@@ -67,14 +68,16 @@ enum Polled {
 pub(crate) struct Connected<B> {
     pub(crate) tx: SendRequest<B>,
     pub(crate) socket: Option<SocketHandle>,
-    /// hyper's connection future (see [`Conn`] for who polls it).
-    pub(crate) driver: ConnFuture,
+    /// hyper's connection future, started by [`DriverHome::start`] (see [`Conn`] for
+    /// who polls it).
+    pub(crate) driver: Started,
 }
 
 /// What the connector returns for one connection.
 type ConnectFuture<B> = Pin<Box<dyn Future<Output = Result<Connected<B>, Error>> + Send>>;
-/// Opens a connection to an origin (given as a URI) and performs the handshake.
-pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri) -> ConnectFuture<B> + Send + Sync>;
+/// Opens a connection to an origin (given as a URI), performs the handshake and starts
+/// hyper's connection future with the [`DriverHome`] given.
+pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri, DriverHome<B>) -> ConnectFuture<B> + Send + Sync>;
 
 /// The longest server `Keep-Alive: timeout` hint taken at its word; a longer one counts
 /// as this long. A hint is used up to `max_idle_timeout` at most, so beyond any sane idle
@@ -85,7 +88,6 @@ pub(crate) const MAX_KEEP_ALIVE_HINT: Duration = Duration::from_secs(24 * 60 * 6
 /// and its slot in the origin's connection count.
 pub(crate) struct Conn<B> {
     pub(crate) tx: SendRequest<B>,
-    pub(crate) id: u64,
     pub(crate) socket: Option<SocketHandle>,
     /// When the (jittered) `max_lifetime` runs out.
     pub(crate) expires: Option<Instant>,
@@ -113,6 +115,12 @@ pub(crate) struct Conn<B> {
 }
 
 impl<B> Conn<B> {
+    /// The connection's id, unique in the process (its watch keeps it).
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.watch.id()
+    }
+
     /// Whether the task running hyper's connection future was dropped unfinished,
     /// with its runtime.
     /// How hyper's connection future ended, if it did while polled here.
@@ -140,7 +148,6 @@ impl<B> Conn<B> {
 
     pub(super) fn new(
         tx: SendRequest<B>,
-        id: u64,
         socket: Option<SocketHandle>,
         expires: Option<Instant>,
         driver: Option<ConnFuture>,
@@ -149,7 +156,6 @@ impl<B> Conn<B> {
     ) -> Conn<B> {
         Conn {
             tx,
-            id,
             socket,
             expires,
             polled: driver.map_or(Polled::OwnTask, Polled::Here),
@@ -244,7 +250,7 @@ impl<B> Conn<B> {
     /// hyper's connection future finished while it was polled here.
     fn driver_ended(&mut self, result: hyper::Result<()>) {
         if let Err(error) = &result {
-            tracing::debug!(origin = %self.origin(), conn = self.id, %error, "connection ended with an error");
+            tracing::debug!(origin = %self.origin(), conn = self.id(), %error, "connection ended with an error");
         }
         // The connection is closed: hyper's `SendRequest` now says so.
         self.polled = Polled::Ended(End::of(&result));
@@ -309,7 +315,7 @@ impl<B> Conn<B> {
             Ok(None) => {}
             Err(error) => tracing::debug!(
                 origin = %self.origin(),
-                conn = self.id,
+                conn = self.id(),
                 %error,
                 "ignoring the response's Keep-Alive header"
             ),
@@ -329,38 +335,44 @@ impl<B> Conn<B> {
 }
 
 impl<B: Send + 'static> Conn<B> {
-    /// A connection just opened in `slot`, its future not yet polled. Who polls it is
-    /// decided here, once. Opened from a task (a proxy's handler, an SDK call spawned
-    /// on the runtime), it gets a task of its own, as hyper-util's connections do:
-    /// measured from spawned tasks, polling it inline from the request's task was no
-    /// faster and at times half as fast, as the work hopped between the runtime's
-    /// workers (README, Performance). Opened from outside any task (`block_on`), where
-    /// the caller's thread is not a worker, it is polled inline by the request that has
-    /// it and parked in the pool while idle, which saves a cross-thread hop per
-    /// response.
+    /// Who will poll the future of a connection about to open, decided once, here.
+    /// Opened from a task (a proxy's handler, an SDK call spawned on the runtime), it
+    /// gets a task of its own, as hyper-util's connections do: measured from spawned
+    /// tasks, polling it inline from the request's task was no faster and at times half
+    /// as fast, as the work hopped between the runtime's workers (README,
+    /// Performance). Opened from outside any task (`block_on`), where the caller's
+    /// thread is not a worker, it is polled inline by the request that has it and
+    /// parked in the pool while idle, which saves a cross-thread hop per response.
+    pub(super) fn home(
+        pool: &Arc<Pool<B>>,
+        origin: Arc<Origin>,
+        woken: Weak<WokenConns>,
+        counters: Weak<Counters>,
+    ) -> DriverHome<B> {
+        DriverHome::new(
+            next_connection_id(),
+            origin,
+            woken,
+            counters,
+            Arc::downgrade(pool),
+            tokio::task::try_id().is_some(),
+        )
+    }
+
+    /// A connection just opened in `slot`, its future started as
+    /// [`home`](Conn::home) decided.
     pub(super) fn opened(
         connected: Connected<B>,
         slot: Slot<B>,
         max_lifetime: Option<Duration>,
-        woken: Weak<WokenConns>,
-        counters: Weak<Counters>,
     ) -> Conn<B> {
         let Connected { tx, socket, driver } = connected;
-        let id = next_connection_id();
-        let watch = Arc::new(IdleWaker::new(
-            id,
-            Arc::clone(slot.origin()),
-            woken,
-            counters,
-        ));
+        let Started { watch, driver } = driver;
+        let id = watch.id();
         let expires = max_lifetime.map(|lifetime| {
             deadline::deadline_after(Instant::now(), deadline::jittered_lifetime(lifetime, id))
         });
-        let mut conn = Conn::new(tx, id, socket, expires, Some(driver), watch, slot);
-        if tokio::task::try_id().is_some() {
-            conn.spawn_driver();
-        }
-        conn
+        Conn::new(tx, socket, expires, driver, watch, slot)
     }
 
     /// Moves hyper's connection future to a task of its own, if it is not on one yet:

@@ -143,7 +143,7 @@ impl<B> Pool<B> {
                     continue;
                 };
                 let woken_here =
-                    |idle: &Idle<B>| idle.conn.id == id && idle.conn.woken_at().is_some();
+                    |idle: &Idle<B>| idle.conn.id() == id && idle.conn.woken_at().is_some();
                 if entry.probe.as_ref().is_some_and(woken_here) {
                     let open = entry
                         .probe
@@ -181,7 +181,7 @@ impl<B> Pool<B> {
                 let evidence = self.evidence_of(entry);
                 // A probe may have proven more since this connection was checked in.
                 let (deadline, reason) =
-                    deadline::deadline(&idle.conn, &self.config, idle.since, &evidence);
+                    deadline::deadline(&idle.conn, &self.config, idle.since(), &evidence);
                 if deadline > now {
                     let idle = Idle {
                         deadline,
@@ -209,13 +209,14 @@ impl<B> Pool<B> {
         };
         // Idle connections whose future ended (most often the server's FIN).
         for (origin, idle, probe) in news {
-            self.close_ended(&origin, idle.conn, idle.since, probe);
+            let since = idle.since();
+            self.close_ended(&origin, idle.conn, since, probe);
         }
         for (origin, probe) in probes_done {
             self.probe_reached_its_target(&origin, probe, now);
         }
         for (origin, idle) in expired {
-            let idle_for = now.saturating_duration_since(idle.since);
+            let idle_for = now.saturating_duration_since(idle.since());
             self.evict(&origin, idle.conn, idle.reason, idle_for, "");
         }
         self.counters.probes_started(probes_started);
@@ -298,7 +299,7 @@ impl<B> Pool<B> {
         }
         tracing::debug!(
             origin = %origin,
-            conn = conn.id,
+            conn = conn.id(),
             reason = reason.as_str(),
             detail,
             idle_ms = idle_for.as_millis() as u64,
@@ -314,13 +315,13 @@ impl<B> Pool<B> {
     fn probe_deadline(&self, idle: &Idle<B>, evidence: &Evidence, now: Instant) -> Option<Instant> {
         let (allowed, _) = deadline::allowed_idle(idle.conn.hint_timeout, evidence, &self.config);
         let target = deadline::probe_target(allowed, &self.config)?;
-        let at = deadline::deadline_after(idle.since, target);
+        let at = deadline::deadline_after(idle.since(), target);
         if at <= now || idle.conn.expires.is_some_and(|expires| expires <= at) {
             return None;
         }
         tracing::debug!(
             origin = %idle.conn.origin(),
-            conn = idle.conn.id,
+            conn = idle.conn.id(),
             allowed_ms = allowed.as_millis() as u64,
             target_ms = target.as_millis() as u64,
             "idle connection kept as the origin's probe"
@@ -332,17 +333,18 @@ impl<B> Pool<B> {
     /// proven and the probe closes (the client sends the FIN); found closed, the server
     /// closed it about then, which is learned from.
     fn probe_reached_its_target(&self, origin: &Origin, probe: Idle<B>, now: Instant) {
-        let tested = probe.deadline.saturating_duration_since(probe.since);
+        let tested = probe.deadline.saturating_duration_since(probe.since());
         let open = !probe.conn.tx.is_closed()
             && probe.conn.woken_at().is_none()
             && matches!(probe.conn.peek(), None | Some(Liveness::Alive));
         if !open {
-            self.close_ended(origin, probe.conn, probe.since, true);
+            let since = probe.since();
+            self.close_ended(origin, probe.conn, since, true);
             return;
         }
         self.counters.probe_proven();
         self.prove(origin, tested);
-        let idle_for = now.saturating_duration_since(probe.since);
+        let idle_for = now.saturating_duration_since(probe.since());
         self.evict(
             origin,
             probe.conn,

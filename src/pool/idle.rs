@@ -20,17 +20,22 @@ use crate::origin::Origin;
 /// An idle connection and when it must close.
 pub(super) struct Idle<B> {
     pub(super) conn: Conn<B>,
-    pub(super) since: Instant,
     pub(super) deadline: Instant,
     /// Which bound set the deadline, reported when it passes.
     pub(super) reason: Evict,
 }
 
 impl<B> Idle<B> {
+    /// When its idle period began ([`Conn::idle_since`]).
+    #[inline]
+    pub(super) fn since(&self) -> Instant {
+        self.conn.idle_since
+    }
+
     /// Its key in the deadline index: connection ids tell equal deadlines apart.
     #[inline]
     pub(super) fn key(&self) -> (Instant, u64) {
-        (self.deadline, self.conn.id)
+        (self.deadline, self.conn.id())
     }
 }
 
@@ -86,10 +91,10 @@ impl<B> State<B> {
     /// The origin's probe counts: the second value says whether it was the probe.
     pub(super) fn take_idle(&mut self, origin: &Origin, id: u64) -> Option<(Idle<B>, bool)> {
         let entry = self.origins.get_mut(origin)?;
-        let (idle, probe) = if entry.probe.as_ref().is_some_and(|p| p.conn.id == id) {
+        let (idle, probe) = if entry.probe.as_ref().is_some_and(|p| p.conn.id() == id) {
             (entry.probe.take()?, true)
         } else {
-            let position = entry.idle.iter().position(|idle| idle.conn.id == id)?;
+            let position = entry.idle.iter().position(|idle| idle.conn.id() == id)?;
             (entry.idle.remove(position)?, false)
         };
         self.idle.remove(&idle);

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use crate::config::PoolConfig;
 use crate::origin::Origin;
 
-pub(crate) use connection::{Conn, ConnectFn, Connected};
+pub(crate) use connection::{Conn, ConnectFn, Connected, DriverHome};
 pub(crate) use stats::Evict;
 
 use idle::{Idle, IdleIndex};

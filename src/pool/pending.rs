@@ -43,7 +43,7 @@ impl<B> Pending<B> {
     /// `conn`, waiting in its cell for its check-in task.
     pub(super) fn new(conn: Conn<B>) -> Pending<B> {
         Pending {
-            id: conn.id,
+            id: conn.id(),
             cell: Mutex::new(Some(conn)),
         }
     }
@@ -163,7 +163,6 @@ pub(super) fn take_ready_pending<B>(
             None => {
                 return Some(Idle {
                     conn,
-                    since,
                     deadline,
                     reason,
                 })

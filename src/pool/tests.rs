@@ -13,7 +13,7 @@ use http_body_util::{Empty, Full};
 use hyper_util::rt::TokioIo;
 use tokio_test::task;
 
-use super::{ConnectFn, Connected, Pool};
+use super::{ConnectFn, Connected, DriverHome, Pool};
 use crate::config::PoolConfig;
 use crate::error::Error;
 use crate::origin::Origin;
@@ -24,7 +24,7 @@ type TestPool = Arc<Pool<Empty<Bytes>>>;
 fn pool(config: PoolConfig) -> (TestPool, Arc<AtomicUsize>) {
     let made = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&made);
-    let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri| {
+    let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri, home: DriverHome<_>| {
         let counter = Arc::clone(&counter);
         Box::pin(async move {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -50,7 +50,7 @@ fn pool(config: PoolConfig) -> (TestPool, Arc<AtomicUsize>) {
             Ok(Connected {
                 tx,
                 socket: None,
-                driver: Box::pin(driver),
+                driver: home.start(driver),
             })
         })
     });
@@ -175,7 +175,7 @@ async fn a_fresh_checkout_at_the_limit_replaces_the_least_recently_used_idle_con
     let origin = origin("origin.test");
     let older = pool.checkout(&origin, false, true).await.unwrap();
     let newer = pool.checkout(&origin, false, true).await.unwrap();
-    let (older_id, newer_id) = (older.conn.id, newer.conn.id);
+    let (older_id, newer_id) = (older.conn.id(), newer.conn.id());
     pool.checkin(older.conn, true);
     pool.checkin(newer.conn, true);
     assert_eq!(pool.stats().idle, 2);
@@ -192,8 +192,8 @@ async fn a_fresh_checkout_at_the_limit_replaces_the_least_recently_used_idle_con
     assert_eq!(stats.evictions.connection_limit, 1);
     // The least recently used one went; the other is still there.
     let reused = pool.checkout(&origin, false, true).await.unwrap();
-    assert_eq!(reused.conn.id, newer_id);
-    assert_ne!(reused.conn.id, older_id);
+    assert_eq!(reused.conn.id(), newer_id);
+    assert_ne!(reused.conn.id(), older_id);
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,14 +216,14 @@ async fn a_close_seen_after_check_in_shortens_the_deadlines_of_idle_connections(
     // The server was proven to keep connections 20 s: a check-in gets 19 s.
     pool.prove(&origin, Duration::from_secs(20));
     let first = pool.checkout(&origin, false, true).await.unwrap();
-    let id = first.conn.id;
+    let id = first.conn.id();
     pool.checkin(first.conn, true);
     tokio::time::advance(Duration::from_secs(5)).await;
     // It redeploys with a 3 s timer, seen on another connection: 2 s from now on.
     pool.observe_server_close(&origin, Duration::from_secs(3));
     let next = pool.checkout(&origin, false, true).await.unwrap();
     assert!(
-        !next.reused && next.conn.id != id,
+        !next.reused && next.conn.id() != id,
         "idle 5 s, past the 2 s now allowed"
     );
     assert_eq!(pool.stats().evictions.learned_timeout, 1);
@@ -235,7 +235,7 @@ async fn an_idle_connection_at_its_deadline_becomes_the_probe_and_proves_a_longe
     let origin = origin("origin.test");
     let first = pool.checkout(&origin, false, true).await.unwrap();
     pool.checkin(first.conn, true);
-    let probe_id = pool.lock().origins[&origin].idle[0].conn.id;
+    let probe_id = pool.lock().origins[&origin].idle[0].conn.id();
 
     // At the 4 s default deadline it is not closed: it becomes the probe, out of
     // rotation, testing 2 x (4 s + 1 s margin) = 10 s.
@@ -249,7 +249,7 @@ async fn an_idle_connection_at_its_deadline_becomes_the_probe_and_proves_a_longe
     assert_eq!(stats.evictions.total(), 0);
     let during = pool.checkout(&origin, false, true).await.unwrap();
     assert!(!during.reused, "the probe carries no request");
-    assert_ne!(during.conn.id, probe_id);
+    assert_ne!(during.conn.id(), probe_id);
     drop(during);
 
     // Still open at 10 s: 10 s is proven, and connections may stay idle 9 s.
@@ -279,14 +279,14 @@ async fn a_check_in_to_a_full_idle_list_closes_the_least_recently_used() {
     let origin = origin("origin.test");
     let first = pool.checkout(&origin, false, true).await.unwrap();
     let second = pool.checkout(&origin, false, true).await.unwrap();
-    let second_id = second.conn.id;
+    let second_id = second.conn.id();
     pool.checkin(first.conn, true);
     pool.checkin(second.conn, true);
     let stats = pool.stats();
     assert_eq!((stats.idle, stats.active), (1, 0));
     assert_eq!(stats.evictions.idle_list_full, 1);
     assert_eq!(
-        pool.checkout(&origin, false, true).await.unwrap().conn.id,
+        pool.checkout(&origin, false, true).await.unwrap().conn.id(),
         second_id
     );
 }

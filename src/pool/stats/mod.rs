@@ -257,10 +257,9 @@ impl<B> Pool<B> {
                 .map(|(origin, _)| {
                     let (idle, open, waiting, probe) =
                         state.origins.get(origin).map_or((0, 0, 0, None), |entry| {
-                            let probe = entry
-                                .probe
-                                .as_ref()
-                                .map(|probe| probe.deadline.saturating_duration_since(probe.since));
+                            let probe = entry.probe.as_ref().map(|probe| {
+                                probe.deadline.saturating_duration_since(probe.since())
+                            });
                             // The probe is idle too.
                             let idle = entry.idle.len() + usize::from(probe.is_some());
                             (idle, entry.open, entry.waiters.len(), probe)
