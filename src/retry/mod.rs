@@ -63,7 +63,8 @@
 //! Where it sits: the [`Client`](crate::Client) hands each request to this module
 //! first; every attempt goes down to the pool's dispatch (checkout, send on hyper,
 //! classify a failure), and each failure comes back up here for the decision. Inside:
-//! `policy` (the settings and the pure resend decision), `layer`, `service` and
+//! `policy` (the settings and the pure resend decision), `budget` (the retry budgets,
+//! one per origin, bounded), `layer`, `service` and
 //! `future` ([`RetryLayer`], [`Retry`], [`ResponseFuture`], in tower's shape). What it
 //! shares with the dispatch below lives in leaves both import: [`ReplayBody`] (the body
 //! every attempt sends) in `body`, and in `attempt` the markers a resend carries, the
