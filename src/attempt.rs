@@ -11,9 +11,11 @@ use crate::error::Progress;
 use crate::info::{Refusals, Resends};
 
 /// Marks a request the retry policy would not resend once it was written (a POST or
-/// PATCH without `Idempotency-Key` under the default policy, any request under
-/// `Policy::never()`): the pool gives it only a connection idle below what the server
-/// was seen to allow (see `pool::deadline::allowed_idle_unresendable`).
+/// PATCH without an idempotency header or the `retry::Idempotent` extension under the
+/// default policy, any request under `Policy::never()`): the pool gives it only a
+/// connection idle below what the server was seen to allow (see
+/// `pool::deadline::allowed_idle_unresendable`). Set by the retry future
+/// (`SavedRequest::new`), from `retry::marked_idempotent`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NotResendable;
 
@@ -76,7 +78,7 @@ impl Refusal {
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Refusal::NotIdempotent => "method not idempotent and no Idempotency-Key",
+            Refusal::NotIdempotent => "method not idempotent and the request not marked idempotent",
             Refusal::BodyTooLarge => "body larger than max_replay_body_bytes",
             Refusal::BudgetExhausted => "retry budget exhausted",
             Refusal::ResponseStarted => "response had started",

@@ -255,8 +255,9 @@ impl Builder {
     /// Which failed requests are sent again; see [`retry`](crate::retry). Defaults to
     /// [`Policy::idempotent`]: a request that never reached the socket is resent
     /// whatever its method, and one that met a stale reused connection before any
-    /// response byte is resent once if its method is idempotent or it carries an
-    /// `Idempotency-Key`. [`Policy::never`] turns resending off.
+    /// response byte is resent once if its method is idempotent or it is [marked as safe
+    /// to resend](crate::retry#marking-a-request-as-safe-to-resend).
+    /// [`Policy::never`] turns resending off.
     pub fn retry(mut self, policy: Policy) -> Self {
         self.retry = policy;
         self

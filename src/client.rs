@@ -122,9 +122,12 @@ impl<B: Body> Client<B> {
     /// A snapshot per origin the pool has opened connections to (at most
     /// [`MAX_TRACKED_ORIGINS`](crate::MAX_TRACKED_ORIGINS)), sorted by origin: its
     /// connections, evictions, learned idle timeout, and who closed idle connections
-    /// first. See [`OriginStats`](crate::OriginStats).
+    /// first, and the resends its retry budget refused. See
+    /// [`OriginStats`](crate::OriginStats).
     pub fn origin_stats(&self) -> Vec<crate::OriginStats> {
-        self.dispatch.pool.origin_stats()
+        let mut stats = self.dispatch.pool.origin_stats();
+        self.retrier.fill_origin_stats(&mut stats);
+        stats
     }
 }
 

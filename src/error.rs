@@ -250,8 +250,9 @@ impl Error {
     /// socket and the server may have executed it before the connection died (or the
     /// connection died before the server read it: nobody can tell). Only
     /// [`NotWritten`](Progress::NotWritten) proves it never left the client. Resend a
-    /// stale-connection failure yourself only if the request is idempotent or carries an
-    /// `Idempotency-Key`, as the [retry policy](crate::retry) does.
+    /// stale-connection failure yourself only if the request is idempotent or [marked as
+    /// safe to resend](crate::retry#marking-a-request-as-safe-to-resend), as the [retry
+    /// policy](crate::retry) does.
     ///
     /// Never true for a failure of the caller's own body ([`is_body`](Error::is_body)).
     pub fn is_stale_connection(&self) -> bool {

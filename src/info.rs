@@ -120,6 +120,11 @@ pub struct OriginStats {
     pub probe: Option<Duration>,
     /// Who closed idle connections first: the client at its deadline, or the server.
     pub idle_closes: IdleCloses,
+    /// Failed requests to this origin that the retry policy would have resent but for
+    /// this origin's retry budget, which was spent: its share of
+    /// [`Refusals::budget_exhausted`]. Each origin has a budget of its own (see
+    /// [`retry`](crate::retry)); this counts while the budget is kept.
+    pub retry_budget_exhausted: u64,
 }
 
 /// Where an origin's idle deadline comes from. See [`OriginStats::idle_deadline`].
@@ -199,7 +204,8 @@ pub struct Resends {
     /// Never written (hyper handed the request back); resent by the pool itself.
     pub not_written: u64,
     /// Written on a reused connection with no response byte back; resent because the
-    /// policy allowed it (idempotent method, `Idempotency-Key`, or `all_methods`).
+    /// policy allowed it (idempotent method, a request [marked as safe to
+    /// resend](crate::retry#marking-a-request-as-safe-to-resend), or `all_methods`).
     pub written_no_response: u64,
 }
 
@@ -207,11 +213,14 @@ pub struct Resends {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Refusals {
-    /// The method is not idempotent and the request had no `Idempotency-Key`.
+    /// The method is not idempotent and the request was not [marked as safe to
+    /// resend](crate::retry#marking-a-request-as-safe-to-resend) (no `Idempotency-Key`
+    /// or `X-Idempotency-Key` header, no [`Idempotent`](crate::retry::Idempotent)
+    /// extension).
     pub not_idempotent: u64,
     /// The body was larger than `max_replay_body_bytes`.
     pub body_too_large: u64,
-    /// The retry budget was spent.
+    /// The retry budget of the request's origin was spent.
     pub budget_exhausted: u64,
     /// Response bytes had arrived: the request was executed.
     pub response_started: u64,

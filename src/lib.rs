@@ -31,9 +31,11 @@
 //!    ([`Error::request_progress`]) and whether it hit a stale reused connection
 //!    ([`Error::is_stale_connection`]). A request never written is resent whatever its
 //!    method; one written on a reused connection with no response byte back is resent
-//!    once, on a fresh connection, only if its method is idempotent or it carries an
-//!    `Idempotency-Key`; POST and PATCH never, unless you opt in. Resends happen at
-//!    once and draw on a retry budget ([`retry`], [`Builder::retry`]).
+//!    once, on a fresh connection, only if its method is idempotent or it is marked as
+//!    safe to resend (an `Idempotency-Key` or `X-Idempotency-Key` header, or the
+//!    [`retry::Idempotent`] extension); POST and PATCH never, unless you opt in.
+//!    Resends happen at once and draw on a retry budget kept per origin ([`retry`],
+//!    [`Builder::retry`]).
 //!
 //! The rule of thumb behind the defaults: the upstream-most side closes first,
 //! `server keep-alive >= client idle_timeout + margin`.

@@ -44,6 +44,7 @@
 //! | `closefirst.pool.client_closed_first` | counter | connections | |
 //! | `closefirst.pool.server_closed_first` | counter | connections | |
 //! | `closefirst.pool.server_close_shortest_idle` | gauge | seconds (set once the server closed one) | |
+//! | `closefirst.client.retry_budget_exhausted` | counter | requests | |
 //!
 //! For the whole client:
 //!
@@ -145,6 +146,11 @@ pub fn describe() {
         Unit::Count,
         "Failed requests not sent again, by closefirst.refusal.reason."
     );
+    describe_counter!(
+        "closefirst.client.retry_budget_exhausted",
+        Unit::Count,
+        "Failed requests to the origin not sent again because its retry budget was spent."
+    );
 }
 
 /// Publishes a snapshot of `client`'s pool to the installed recorder (see the module
@@ -216,6 +222,8 @@ fn publish_origin(origin: &OriginStats) {
     let closes = &origin.idle_closes;
     counter!("closefirst.pool.client_closed_first", server.clone()).absolute(closes.by_client);
     counter!("closefirst.pool.server_closed_first", server.clone()).absolute(closes.by_server);
+    counter!("closefirst.client.retry_budget_exhausted", server.clone())
+        .absolute(origin.retry_budget_exhausted);
     if let Some(shortest) = closes.shortest_server_close {
         gauge!("closefirst.pool.server_close_shortest_idle", server).set(shortest.as_secs_f64());
     }

@@ -289,6 +289,11 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
     assert_eq!(refusals("fresh_connection"), 1);
     assert_eq!(refusals("not_idempotent"), 0);
     assert_eq!(refusals("budget_exhausted"), 0);
+    // Per origin too: published for each origin, whatever its count.
+    assert_eq!(
+        counter(s, "closefirst.client.retry_budget_exhausted", &plain_at),
+        0
+    );
 
     // Recorded as each connection ended: the first connection to `plain` ended after
     // its second request.

@@ -15,8 +15,9 @@ use http::{Method, Request, Uri};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::budget::OriginBudget;
 use super::policy::Attempted;
-use super::{Retrier, IDEMPOTENCY_KEY};
+use super::{marked_idempotent, Retrier};
 use crate::attempt::{AttemptsMade, FreshConnection, NotResendable};
 use crate::body::{Body, Recording, ReplayBody};
 use crate::error::{Error, Progress};
@@ -42,7 +43,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // Not polled yet: the request has not drawn on the budget.
+        // Not polled yet: the request has not deposited into its origin's budget.
         Start,
         // Waiting for the inner service, then calling it with the next attempt.
         Ready,
@@ -90,7 +91,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Start => {
-                    this.retrier.deposit();
+                    this.request.budget = this.retrier.deposit(this.request.uri());
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -149,7 +150,11 @@ where
 
 /// What is kept of a request between its attempts.
 struct SavedRequest<B> {
-    has_idempotency_key: bool,
+    /// An idempotency header or the `Idempotent` extension.
+    marked_idempotent: bool,
+    /// The budget of the request's origin, once it has deposited into it; `None`
+    /// before, and when the policy keeps none.
+    budget: Option<Arc<OriginBudget>>,
     /// Attempts made so far, including those of an outer retry layer.
     attempts: u32,
     mode: Mode<B>,
@@ -185,10 +190,10 @@ impl<B: Body> SavedRequest<B> {
     fn new(req: Request<B>, retrier: &Retrier) -> Self {
         let policy = retrier.policy();
         let (mut head, body) = req.into_parts();
-        let has_idempotency_key = head.headers.contains_key(IDEMPOTENCY_KEY);
+        let marked = marked_idempotent(&head.headers, &head.extensions);
         // An outer retry layer may already have made attempts for this request.
         let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
-        if !policy.resends_written(&head.method, has_idempotency_key) {
+        if !policy.resends_written(&head.method, marked) {
             // The pool then gives it only a connection proven to be kept that long.
             head.extensions.insert(NotResendable);
         }
@@ -211,7 +216,8 @@ impl<B: Body> SavedRequest<B> {
             }
         };
         SavedRequest {
-            has_idempotency_key,
+            marked_idempotent: marked,
+            budget: None,
             attempts,
             mode,
         }
@@ -260,12 +266,12 @@ impl<B: Body> SavedRequest<B> {
                 // Counts and logs the refusal; with no copy kept, it cannot say yes.
                 let attempted = Attempted {
                     method,
-                    has_idempotency_key: self.has_idempotency_key,
+                    marked_idempotent: self.marked_idempotent,
                     body_replayable: false,
                     body_failed: false,
                     attempts: error.attempts().max(attempts.saturating_add(1)),
                 };
-                retrier.should_resend(&error, &attempted);
+                retrier.should_resend(&error, &attempted, self.budget.as_deref());
                 return Err(error);
             }
         };
@@ -284,7 +290,7 @@ impl<B: Body> SavedRequest<B> {
         let spare = spare.take();
         let attempted = Attempted {
             method: &head.method,
-            has_idempotency_key: self.has_idempotency_key,
+            marked_idempotent: self.marked_idempotent,
             body_replayable: spare.as_ref().is_some_and(Recording::is_replayable),
             body_failed: spare.as_ref().is_some_and(Recording::has_failed),
             attempts: self.attempts,
@@ -292,7 +298,7 @@ impl<B: Body> SavedRequest<B> {
         // The decision comes first, as it counts and logs a refusal. A body past its cap
         // (or failed) has no copy to make, and the decision has seen that
         // (`body_replayable == false`) and refused.
-        if !retrier.should_resend(&error, &attempted) {
+        if !retrier.should_resend(&error, &attempted, self.budget.as_deref()) {
             return Err(error);
         }
         match spare.and_then(|spare| spare.replay()) {
@@ -304,14 +310,21 @@ impl<B: Body> SavedRequest<B> {
         }
     }
 
+    /// The caller's URI: attempts rewrite only their copies.
+    fn uri(&self) -> &Uri {
+        match &self.mode {
+            Mode::Once { uri, .. } => uri,
+            Mode::Replay { head, .. } => &head.uri,
+        }
+    }
+
     /// However the request failed, the caller learns which request it was.
     fn name(&self, error: Error) -> Error {
-        let (method, uri) = match &self.mode {
-            Mode::Once { method, uri, .. } => (method, uri),
-            // The head keeps the caller's URI: attempts rewrite only their copies.
-            Mode::Replay { head, .. } => (&head.method, &head.uri),
+        let method = match &self.mode {
+            Mode::Once { method, .. } => method,
+            Mode::Replay { head, .. } => &head.method,
         };
-        error.with_request(method, || origin::describe(uri))
+        error.with_request(method, || origin::describe(self.uri()))
     }
 }
 

@@ -2,18 +2,20 @@
 //!
 //! The decision is a pure function of the failed attempt's error and of what the
 //! request looked like ([`refusal`]); [`Retrier`] adds what is shared between requests:
-//! the retry budget, the counters and the log line.
+//! the retry budgets (one per origin, in `budget`), the counters and the log line.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
-use tower::retry::budget::{Budget, TpsBudget};
+use http::{Method, Uri};
 
+use super::budget::{Budgets, OriginBudget};
 use super::DEFAULT_MAX_REPLAY_BODY_BYTES;
 use crate::attempt::{Refusal, RetryCounters};
 use crate::config::DEFAULT_ATTEMPTS;
 use crate::error::{Error, Progress};
+use crate::info::OriginStats;
+use crate::origin::Origin;
 
 /// Which failed requests are sent again, how often, and how fast.
 ///
@@ -44,13 +46,13 @@ impl Default for Policy {
 const DEFAULT_BUDGET: (f32, u32) = (0.2, 10);
 /// The largest budget floor accepted (tower's budget refuses larger ones).
 const MAX_BUDGET_FLOOR: u32 = 1_000_000;
-/// How long deposits into the budget count.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 impl Policy {
     /// The default: a request that met a stale reused connection before any response
-    /// byte is resent once if its method is idempotent or it has an `Idempotency-Key`;
-    /// one that was never written is resent whatever its method.
+    /// byte is resent once if its method is idempotent or it is marked as safe to
+    /// resend (an `Idempotency-Key` or `X-Idempotency-Key` header, or the
+    /// [`Idempotent`](super::Idempotent) extension); one that was never written is
+    /// resent whatever its method.
     pub fn idempotent() -> Self {
         Policy {
             methods: Methods::Idempotent,
@@ -111,8 +113,11 @@ impl Policy {
         self
     }
 
-    /// The retry budget: resends may add at most `ratio` (0.0 to 1000.0) to the request
-    /// rate, with a floor of `min_per_second` resends per second. Defaults to 0.2 and 10.
+    /// The retry budget, kept for each origin (scheme, host and port) on its own:
+    /// resends to an origin may add at most `ratio` (0.0 to 1000.0) to the rate of
+    /// requests to it, with a floor of `min_per_second` resends per second, so that a
+    /// failing origin spends its own budget and never the one requests to the others
+    /// need. Defaults to 0.2 and 10.
     #[must_use]
     pub fn budget(mut self, ratio: f32, min_per_second: u32) -> Self {
         self.budget = Some((ratio, min_per_second));
@@ -158,11 +163,12 @@ impl Policy {
         self.max_replay_body_bytes
     }
 
-    /// Whether a request with `method` (and an `Idempotency-Key` if `has_key`) would be
-    /// resent after it was written on a reused connection and no response came back:
-    /// what the pool asks to decide which connections such a request may ride.
-    pub(crate) fn resends_written(&self, method: &Method, has_key: bool) -> bool {
-        self.attempts > 1 && (self.methods == Methods::All || is_idempotent(method) || has_key)
+    /// Whether a request with `method` (marked as safe to resend if `marked`, see
+    /// [`marked_idempotent`](super::marked_idempotent)) would be resent after it was
+    /// written on a reused connection and no response came back: what the pool asks to
+    /// decide which connections such a request may ride.
+    pub(crate) fn resends_written(&self, method: &Method, marked: bool) -> bool {
+        self.attempts > 1 && (self.methods == Methods::All || is_idempotent(method) || marked)
     }
 
     pub(crate) fn backoff_delay(&self) -> Duration {
@@ -173,7 +179,8 @@ impl Policy {
 /// What the request looked like, for the decision.
 pub(crate) struct Attempted<'a> {
     pub(crate) method: &'a Method,
-    pub(crate) has_idempotency_key: bool,
+    /// An idempotency header or the [`Idempotent`](super::Idempotent) extension.
+    pub(crate) marked_idempotent: bool,
     pub(crate) body_replayable: bool,
     /// The caller's body yielded an error on some attempt: it can never be sent whole.
     pub(crate) body_failed: bool,
@@ -197,7 +204,7 @@ pub(crate) fn refusal(policy: &Policy, error: &Error, request: &Attempted<'_>) -
             if !all && !error.is_reused_connection() {
                 return Some(Refusal::FreshConnection);
             }
-            if !all && !is_idempotent(request.method) && !request.has_idempotency_key {
+            if !all && !is_idempotent(request.method) && !request.marked_idempotent {
                 return Some(Refusal::NotIdempotent);
             }
         }
@@ -219,21 +226,23 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// A policy in force: the settings, the budget and the counters, shared by clones.
+/// A policy in force: the settings, the budgets and the counters, shared by clones.
 pub(crate) struct Retrier {
     policy: Policy,
-    budget: Option<TpsBudget>,
+    /// `None` with [`Policy::no_budget`], and when nothing is ever resent.
+    budgets: Option<Budgets>,
     pub(crate) counters: Arc<RetryCounters>,
 }
 
 impl Retrier {
     pub(crate) fn new(policy: Policy, counters: Arc<RetryCounters>) -> Retrier {
-        let budget = policy
+        let budgets = policy
             .budget
-            .map(|(ratio, min)| TpsBudget::new(BUDGET_WINDOW, min, ratio));
+            .filter(|_| policy.attempts > 1)
+            .map(|(ratio, min)| Budgets::new(ratio, min));
         Retrier {
             policy,
-            budget,
+            budgets,
             counters,
         }
     }
@@ -242,16 +251,49 @@ impl Retrier {
         &self.policy
     }
 
-    /// Called once per request, before its first attempt.
-    pub(crate) fn deposit(&self) {
-        if let Some(budget) = &self.budget {
-            budget.deposit();
+    /// Called once per request, before its first attempt: deposits into the budget of
+    /// the origin of `uri`, and returns that budget for [`should_resend`](Self::should_resend).
+    pub(crate) fn deposit(&self, uri: &Uri) -> Option<Arc<OriginBudget>> {
+        self.budgets.as_ref().map(|budgets| budgets.deposit(uri))
+    }
+
+    /// Resends to `origin` refused because its budget was spent, while its budget is
+    /// kept; zero otherwise.
+    pub(crate) fn budget_exhausted(&self, origin: &Origin) -> u64 {
+        self.budgets
+            .as_ref()
+            .and_then(|budgets| budgets.exhausted(origin))
+            .unwrap_or(0)
+    }
+
+    /// Sets [`OriginStats::retry_budget_exhausted`] in the pool's snapshot.
+    pub(crate) fn fill_origin_stats(&self, stats: &mut [OriginStats]) {
+        if self.budgets.is_none() {
+            return;
+        }
+        for entry in stats {
+            // The snapshot names the origin as `Origin`'s `Display` does, which parses
+            // back to the same origin.
+            let origin = entry
+                .origin
+                .parse::<Uri>()
+                .ok()
+                .and_then(|uri| Origin::from_uri(&uri).ok());
+            if let Some(origin) = origin {
+                entry.retry_budget_exhausted = self.budget_exhausted(&origin);
+            }
         }
     }
 
     /// Whether a request that failed with `error` is sent again. Counts and logs the
-    /// decision; a `true` has already drawn on the budget.
-    pub(crate) fn should_resend(&self, error: &Error, request: &Attempted<'_>) -> bool {
+    /// decision; a `true` has already drawn on `budget`, the one [`deposit`](Self::deposit)
+    /// returned for the request.
+    pub(crate) fn should_resend(
+        &self,
+        error: &Error,
+        request: &Attempted<'_>,
+        budget: Option<&OriginBudget>,
+    ) -> bool {
         // Errors that never reached a connection (connect, timeouts, bad URIs) are not
         // this policy's business and are not counted as refusals.
         if !error.is_request_error() && !error.is_body() {
@@ -260,10 +302,7 @@ impl Retrier {
         let progress = error.request_progress();
         let refused = refusal(&self.policy, error, request).or_else(|| {
             // The budget is drawn on last, so that a refused request never spends it.
-            let spent = self
-                .budget
-                .as_ref()
-                .is_some_and(|budget| !budget.withdraw());
+            let spent = budget.is_some_and(|budget| !budget.withdraw());
             spent.then_some(Refusal::BudgetExhausted)
         });
         match refused {
@@ -271,6 +310,7 @@ impl Retrier {
                 self.counters.refused(refusal);
                 tracing::debug!(
                     method = %request.method,
+                    origin = budget.map(OriginBudget::name),
                     ?progress,
                     reused = error.is_reused_connection(),
                     attempts = request.attempts,
@@ -283,6 +323,7 @@ impl Retrier {
                 self.counters.resent(progress);
                 tracing::debug!(
                     method = %request.method,
+                    origin = budget.map(OriginBudget::name),
                     ?progress,
                     reused = error.is_reused_connection(),
                     attempts = request.attempts,

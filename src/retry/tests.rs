@@ -16,7 +16,7 @@ fn failed(progress: Progress, reused: bool) -> Error {
 fn attempted(method: &Method) -> Attempted<'_> {
     Attempted {
         method,
-        has_idempotency_key: false,
+        marked_idempotent: false,
         body_replayable: true,
         body_failed: false,
         attempts: 1,
@@ -94,7 +94,7 @@ fn the_decision_table() {
 fn an_idempotency_key_makes_any_method_resendable_after_a_write() {
     let post = Method::POST;
     let request = Attempted {
-        has_idempotency_key: true,
+        marked_idempotent: true,
         ..attempted(&post)
     };
     let error = failed(Progress::WrittenNoResponse, true);
@@ -161,7 +161,7 @@ fn errors_before_a_connection_are_neither_resent_nor_counted() {
     let retrier = Retrier::new(Policy::idempotent(), Arc::clone(&counters));
     let get = Method::GET;
     let error = Error::connect("http://127.0.0.1:1", "connection refused");
-    assert!(!retrier.should_resend(&error, &attempted(&get)));
+    assert!(!retrier.should_resend(&error, &attempted(&get), None));
     let (resends, refusals) = counters.snapshot();
     assert_eq!(resends.not_written + resends.written_no_response, 0);
     assert_eq!(refusals.attempts_exhausted, 0);
@@ -174,16 +174,28 @@ fn the_budget_is_drawn_last_and_counted_when_spent() {
     let retrier = Retrier::new(Policy::idempotent().budget(0.0, 0), Arc::clone(&counters));
     let (get, post) = (Method::GET, Method::POST);
     let written = failed(Progress::WrittenNoResponse, true);
+    let uri: http::Uri = "http://example.com/".parse().unwrap();
+    let budget = retrier.deposit(&uri);
+    let budget = budget.as_deref();
+    assert!(budget.is_some());
     // Refused for its method: the budget is neither consulted nor counted.
-    assert!(!retrier.should_resend(&written, &attempted(&post)));
-    assert!(!retrier.should_resend(&written, &attempted(&get)));
+    assert!(!retrier.should_resend(&written, &attempted(&post), budget));
+    assert!(!retrier.should_resend(&written, &attempted(&get), budget));
     let (resends, refusals) = counters.snapshot();
     assert_eq!(refusals.not_idempotent, 1);
     assert_eq!(refusals.budget_exhausted, 1);
     assert_eq!(resends.written_no_response, 0);
 
+    let origin = crate::origin::Origin::from_uri(&uri).unwrap();
+    assert_eq!(retrier.budget_exhausted(&origin), 1);
+
     let unlimited = Retrier::new(Policy::idempotent().no_budget(), Arc::clone(&counters));
-    assert!(unlimited.should_resend(&written, &attempted(&get)));
+    assert!(unlimited.deposit(&uri).is_none());
+    assert!(unlimited.should_resend(&written, &attempted(&get), None));
+    // Nothing is ever resent under `never`: no budget is kept either.
+    assert!(Retrier::new(Policy::never(), Arc::clone(&counters))
+        .deposit(&uri)
+        .is_none());
     assert_eq!(counters.snapshot().0.written_no_response, 1);
 }
 
@@ -318,4 +330,71 @@ async fn the_future_resends_after_the_backoff_and_reports_the_furthest_progress(
         ResponseFuture::new(ready, retrier, http::Request::new(Full::default()));
     assert_unpin(&future);
     assert!((&mut future).await.is_ok());
+}
+
+#[test]
+fn either_header_or_the_extension_marks_a_request() {
+    use super::{marked_idempotent, Idempotent};
+    let post = || http::Request::post("http://example.com/");
+    let plain = post().body(()).unwrap();
+    assert!(!marked_idempotent(plain.headers(), plain.extensions()));
+    // Any value counts, an empty one too, as Go reads them.
+    for name in ["Idempotency-Key", "x-idempotency-key", "X-IDEMPOTENCY-KEY"] {
+        let req = post().header(name, "").body(()).unwrap();
+        assert!(marked_idempotent(req.headers(), req.extensions()), "{name}");
+    }
+    let mut req = post().body(()).unwrap();
+    req.extensions_mut().insert(Idempotent);
+    assert!(marked_idempotent(req.headers(), req.extensions()));
+    assert!(req.headers().is_empty(), "the marker is no header");
+}
+
+#[tokio::test]
+async fn a_marked_request_may_ride_any_connection_unless_nothing_is_resent() {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::{Idempotent, ResponseFuture};
+    use crate::attempt::NotResendable;
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let inner = tower::service_fn(move |req: http::Request<super::ReplayBody<Full<Bytes>>>| {
+        log.lock()
+            .unwrap()
+            .push(req.extensions().get::<NotResendable>().is_some());
+        std::future::ready(Ok::<_, Error>(http::Response::new(())))
+    });
+    let requests = || {
+        let post = || http::Request::post("http://example.com/");
+        let mut marked = post().body(Full::default()).unwrap();
+        marked.extensions_mut().insert(Idempotent);
+        [
+            post().body(Full::default()).unwrap(),
+            post()
+                .header("idempotency-key", "k")
+                .body(Full::default())
+                .unwrap(),
+            post()
+                .header("x-idempotency-key", "k")
+                .body(Full::default())
+                .unwrap(),
+            marked,
+        ]
+    };
+    for (policy, expected) in [
+        (Policy::idempotent(), [true, false, false, false]),
+        (Policy::never(), [true; 4]),
+    ] {
+        let retrier = Arc::new(Retrier::new(policy, Arc::default()));
+        for req in requests() {
+            ResponseFuture::new(inner.clone(), Arc::clone(&retrier), req)
+                .await
+                .unwrap();
+        }
+        let not_resendable = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(not_resendable, expected, "{:?}", retrier.policy());
+    }
 }

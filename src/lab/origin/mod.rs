@@ -185,6 +185,15 @@ impl Origin {
             .unwrap_or_default()
     }
 
+    /// For each request head with `x-request-id: id`, in arrival order: its header
+    /// fields as the server read them (a field `http` cannot hold is left out).
+    pub fn request_headers(&self, id: &str) -> Vec<http::HeaderMap> {
+        lock(&self.stats.request_headers)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// For each accepted connection, in accept order, the number of requests it
     /// executed.
     pub fn requests_per_connection(&self) -> Vec<usize> {

@@ -15,6 +15,10 @@ pub(super) enum BodyKind {
 pub(super) struct Head {
     /// The `x-request-id` header.
     pub(super) id: Option<String>,
+    /// Every header field, for a request with an id (empty otherwise): what
+    /// [`Origin::request_headers`](super::Origin::request_headers) shows. A field
+    /// `http` refuses to hold is left out.
+    pub(super) headers: http::HeaderMap,
     /// The client wants the connection kept open after this request.
     pub(super) keep_alive: bool,
     /// `HEAD`: the response has no body.
@@ -43,6 +47,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Malformed>
     };
     let mut head = Head {
         id: None,
+        headers: http::HeaderMap::new(),
         keep_alive: http_11,
         head_method: request.method == Some("HEAD"),
         body: BodyKind::Length(0),
@@ -70,6 +75,15 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Malformed>
         } else if name.eq_ignore_ascii_case("connection") {
             says_close |= crate::header::list_has(header.value, "close");
             says_keep_alive |= crate::header::list_has(header.value, "keep-alive");
+        }
+    }
+    if head.id.is_some() {
+        for header in request.headers.iter() {
+            let name = http::HeaderName::from_bytes(header.name.as_bytes());
+            let value = http::HeaderValue::from_bytes(header.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                head.headers.append(name, value);
+            }
         }
     }
     head.body = if chunked {
@@ -119,6 +133,8 @@ mod tests {
         assert_eq!(r.body, BodyKind::Length(5));
         assert_eq!(r.id.as_deref(), Some("7"));
         assert!(r.keep_alive);
+        assert_eq!(r.headers.len(), 3);
+        assert_eq!(r.headers["content-length"], "5");
 
         let r = parse(
             b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
@@ -126,6 +142,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.body, BodyKind::Chunked);
         assert!(!r.keep_alive);
+        assert!(r.headers.is_empty(), "kept only for a request with an id");
 
         let r = parse(b"HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(r.keep_alive && r.head_method);

@@ -290,6 +290,8 @@ impl<B> Pool<B> {
                     proven_idle: evidence.proven,
                     probe,
                     idle_closes: record.idle_closes(),
+                    // The retry layer's, filled in by `Client::origin_stats`.
+                    retry_budget_exhausted: 0,
                 }
             })
             .collect();
