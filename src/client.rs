@@ -21,7 +21,7 @@ use crate::connect::Connection;
 use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
-use crate::origin;
+use crate::origin::{self, Origin};
 use crate::pool::{ConnectFn, Connected, DriverHome, Pool};
 use crate::retry::{self, Policy, Retrier};
 
@@ -96,15 +96,20 @@ impl<B: Body> Client<B> {
     /// The response carries a [`ConnectionInfo`](crate::ConnectionInfo) extension.
     pub fn request(&self, req: Request<B>) -> ResponseFuture {
         let dispatch = self.dispatch.clone();
+        // The origin is parsed once: for the retry budget and for every attempt. A URI
+        // that names none is left to the first attempt, which reports why.
+        let origin = Origin::from_uri(req.uri()).ok();
+        let budget = self.retrier.deposit_to(origin.as_ref());
         // Each attempt is one `send` on a clone of the dispatch. The retry future is
         // generic over it, so the box below is the request's only boxed future: it
         // keeps `B` (and the unnameable `send` future) out of the public future's type.
-        let attempt = tower::service_fn(move |req| dispatch.clone().send(req));
+        let attempt = tower::service_fn(move |req| dispatch.clone().send(origin.clone(), req));
         ResponseFuture {
-            inner: Box::pin(retry::ResponseFuture::new(
+            inner: Box::pin(retry::ResponseFuture::with_budget(
                 attempt,
                 Arc::clone(&self.retrier),
                 req,
+                budget,
             )),
         }
     }

@@ -40,8 +40,11 @@ impl<B> Clone for Dispatch<B> {
 impl<B: Body> Dispatch<ReplayBody<B>> {
     /// Sends `req` on a pooled connection (resending it on a fresh one if hyper hands
     /// it back unsent) and returns the response head, or a classified error.
+    /// `origin` is the request's, when the caller has parsed it already (the client does,
+    /// once per request, for its retry budget too).
     pub(crate) async fn send(
         self,
+        origin: Option<Origin>,
         mut req: Request<ReplayBody<B>>,
     ) -> Result<Response<Incoming>, Error> {
         let pool = &self.pool;
@@ -51,7 +54,10 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                  use a connector of your own that opens the tunnel (see PoolLayer)",
             ));
         }
-        let origin = Origin::from_uri(req.uri())?;
+        let origin = match origin {
+            Some(origin) => origin,
+            None => Origin::from_uri(req.uri())?,
+        };
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, origin.host_header());
         }

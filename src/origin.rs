@@ -99,6 +99,35 @@ impl Hash for Origin {
     }
 }
 
+/// A map keyed by [`Origin`], hashed by the origin's own keyed hash: no second hash
+/// over it per lookup (the pool looks origins up several times per request).
+pub(crate) type OriginMap<V> =
+    std::collections::HashMap<Origin, V, std::hash::BuildHasherDefault<OriginHasher>>;
+
+/// The hasher of an [`OriginMap`]: it passes on the hash [`Origin`] computed when it was
+/// built, which is keyed per process, so that chosen host names cannot make the map's
+/// entries collide any more than with the standard hasher.
+#[derive(Default)]
+pub(crate) struct OriginHasher(u64);
+
+impl Hasher for OriginHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    /// Never called for an `Origin`, which writes one `u64`; any other bytes are mixed
+    /// in rather than dropped.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// The keyed hash of an origin, consistent with its `PartialEq`: the scheme and the
 /// authority compared without regard to ASCII case.
 fn origin_hash(scheme: &Scheme, authority: &Authority) -> u64 {
@@ -235,6 +264,27 @@ mod tests {
 
     fn origin(uri: &str) -> Result<Origin, Error> {
         Origin::from_uri(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn an_origin_map_finds_an_origin_however_it_is_spelled_and_keeps_others_apart() {
+        let mut map = OriginMap::default();
+        map.insert(origin("http://Example.com/a").unwrap(), 1);
+        map.insert(origin("https://example.com/").unwrap(), 2);
+        map.insert(origin("http://example.com:8080/").unwrap(), 3);
+        assert_eq!(
+            map.get(&origin("http://example.COM:80/b").unwrap()),
+            Some(&1)
+        );
+        assert_eq!(
+            map.get(&origin("https://EXAMPLE.com:443/").unwrap()),
+            Some(&2)
+        );
+        assert_eq!(
+            map.get(&origin("http://example.com:8080/x").unwrap()),
+            Some(&3)
+        );
+        assert_eq!(map.get(&origin("http://example.org/").unwrap()), None);
     }
 
     #[test]

@@ -30,12 +30,11 @@
 //! forever: [`LearnedOrigins`] holds at most [`MAX_LEARNED_ORIGINS`] and forgets the one
 //! observed least recently when a new one arrives.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{OriginState, Pool};
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginMap};
 
 /// What the pool knows of one origin's idle timer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +76,7 @@ pub(crate) const MAX_LEARNED_ORIGINS: usize = 1024;
 
 /// The evidence of every origin, at most [`MAX_LEARNED_ORIGINS`] of them.
 pub(super) struct LearnedOrigins {
-    map: HashMap<Origin, Entry>,
+    map: OriginMap<Entry>,
     /// Orders observations, even ones made at the same instant.
     observations: u64,
 }
@@ -94,7 +93,7 @@ struct Entry {
 impl LearnedOrigins {
     pub(super) fn new() -> LearnedOrigins {
         LearnedOrigins {
-            map: HashMap::new(),
+            map: OriginMap::default(),
             observations: 0,
         }
     }

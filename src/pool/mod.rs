@@ -45,7 +45,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::PoolConfig;
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginMap};
 
 pub(crate) use connection::{Conn, ConnectFn, Connected, DriverHome};
 pub(crate) use stats::Evict;
@@ -77,7 +77,7 @@ pub(crate) struct Pool<B> {
 
 /// Everything the pool's mutex guards.
 struct State<B> {
-    origins: HashMap<Origin, OriginState<B>>,
+    origins: OriginMap<OriginState<B>>,
     /// Every idle connection's deadline, and their count.
     idle: IdleIndex,
     /// Connections open or opening, idle ones included.
@@ -148,7 +148,7 @@ impl<B: Send + 'static> Pool<B> {
         let reaper_wake = Arc::new(Notify::new());
         Arc::new(Pool {
             state: Mutex::new(State {
-                origins: HashMap::new(),
+                origins: OriginMap::default(),
                 idle: IdleIndex::default(),
                 open: 0,
                 reaper_running: false,

@@ -5,10 +5,10 @@
 //! connections) has a `tower` [`TpsBudget`]: every request deposits into its origin's,
 //! every resend withdraws from it. Requests whose URI names no origin (a relative URI
 //! through a standalone [`RetryLayer`](super::RetryLayer)) share one budget. At most
-//! [`MAX_BUDGET_ORIGINS`] budgets are kept; a new origin beyond that replaces the one
-//! that sent a request least recently, whose budget starts afresh if it comes back.
+//! [`MAX_BUDGET_ORIGINS`] budgets are kept; when a new origin would pass that, the
+//! quarter whose origins sent a request least recently are forgotten (a budget
+//! forgotten starts afresh if its origin comes back).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::Uri;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::origin::Origin;
+use crate::origin::{Origin, OriginMap};
 
 /// How long deposits into a budget count.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -37,6 +37,15 @@ pub(crate) struct OriginBudget {
 }
 
 impl OriginBudget {
+    fn new(ratio: f32, min_per_second: u32, name: &str, sequence: u64) -> OriginBudget {
+        OriginBudget {
+            budget: TpsBudget::new(BUDGET_WINDOW, min_per_second, ratio),
+            name: name.into(),
+            last_used: AtomicU64::new(sequence),
+            exhausted: AtomicU64::new(0),
+        }
+    }
+
     /// Draws one resend; a refusal is counted.
     pub(crate) fn withdraw(&self) -> bool {
         let granted = self.budget.withdraw();
@@ -55,9 +64,10 @@ impl OriginBudget {
 pub(crate) struct Budgets {
     ratio: f32,
     min_per_second: u32,
-    /// `None`: the requests whose URI names no origin.
-    map: RwLock<HashMap<Option<Origin>, Arc<OriginBudget>>>,
-    /// Orders requests, to find the origin that sent one least recently.
+    map: RwLock<OriginMap<Arc<OriginBudget>>>,
+    /// The requests whose URI names no origin.
+    unnamed: Arc<OriginBudget>,
+    /// Orders requests, to find the origins that sent one least recently.
     sequence: AtomicU64,
 }
 
@@ -69,6 +79,7 @@ impl Budgets {
             ratio,
             min_per_second,
             map: RwLock::default(),
+            unnamed: Arc::new(OriginBudget::new(ratio, min_per_second, "(no origin)", 0)),
             sequence: AtomicU64::new(0),
         }
     }
@@ -76,44 +87,45 @@ impl Budgets {
     /// A request to `uri` is starting: deposits into its origin's budget and returns
     /// that budget, for the request to withdraw from if it fails.
     pub(crate) fn deposit(&self, uri: &Uri) -> Arc<OriginBudget> {
-        let budget = self.for_key(Origin::from_uri(uri).ok());
+        self.deposit_to(Origin::from_uri(uri).ok().as_ref())
+    }
+
+    /// [`deposit`](Self::deposit) for a request whose origin is known (`None`: its
+    /// URI names none).
+    pub(crate) fn deposit_to(&self, origin: Option<&Origin>) -> Arc<OriginBudget> {
+        let budget = match origin {
+            Some(origin) => self.for_origin(origin),
+            None => Arc::clone(&self.unnamed),
+        };
         budget.budget.deposit();
         budget
     }
 
-    fn for_key(&self, key: Option<Origin>) -> Arc<OriginBudget> {
+    fn for_origin(&self, origin: &Origin) -> Arc<OriginBudget> {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        // Each update under the lock is one insertion or removal: a panic elsewhere
-        // cannot leave the map half-done.
+        // Each update under the lock is one insertion or a set of removals: a panic
+        // elsewhere cannot leave the map half-done.
         let found = self
             .map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .get(origin)
             .cloned();
         let budget = match found {
             Some(budget) => budget,
             None => {
                 // Made outside the lock: naming the origin allocates.
-                let made = Arc::new(OriginBudget {
-                    budget: TpsBudget::new(BUDGET_WINDOW, self.min_per_second, self.ratio),
-                    name: key
-                        .as_ref()
-                        .map_or_else(|| "(no origin)".into(), |o| o.to_string().into()),
-                    last_used: AtomicU64::new(sequence),
-                    exhausted: AtomicU64::new(0),
-                });
+                let made = Arc::new(OriginBudget::new(
+                    self.ratio,
+                    self.min_per_second,
+                    &origin.to_string(),
+                    sequence,
+                ));
                 let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-                if map.len() >= MAX_BUDGET_ORIGINS && !map.contains_key(&key) {
-                    let oldest = map
-                        .iter()
-                        .min_by_key(|(_, budget)| budget.last_used.load(Ordering::Relaxed))
-                        .map(|(key, _)| key.clone());
-                    if let Some(oldest) = oldest {
-                        map.remove(&oldest);
-                    }
+                if map.len() >= MAX_BUDGET_ORIGINS && !map.contains_key(origin) {
+                    forget_least_recent(&mut map);
                 }
-                Arc::clone(map.entry(key).or_insert(made))
+                Arc::clone(map.entry(origin.clone()).or_insert(made))
             }
         };
         budget.last_used.fetch_max(sequence, Ordering::Relaxed);
@@ -123,11 +135,10 @@ impl Budgets {
     /// Resends to `origin` refused because its budget was spent, while its budget is
     /// kept; `None` when it is not.
     pub(crate) fn exhausted(&self, origin: &Origin) -> Option<u64> {
-        let key = Some(origin.clone());
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .get(origin)
             .map(|budget| budget.exhausted.load(Ordering::Relaxed))
     }
 
@@ -138,6 +149,19 @@ impl Budgets {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+/// Forgets the quarter of the budgets whose origins sent a request least recently: one
+/// pass over the map per [`MAX_BUDGET_ORIGINS`] / 4 new origins, so that a client
+/// that sends each request to a new origin does not scan the map on every request.
+fn forget_least_recent(map: &mut OriginMap<Arc<OriginBudget>>) {
+    let mut last_used: Vec<u64> = map
+        .values()
+        .map(|budget| budget.last_used.load(Ordering::Relaxed))
+        .collect();
+    let quarter = (last_used.len() / 4).max(1);
+    let (_, &mut cutoff, _) = last_used.select_nth_unstable(quarter - 1);
+    map.retain(|_, budget| budget.last_used.load(Ordering::Relaxed) > cutoff);
 }
 
 #[cfg(test)]
@@ -199,7 +223,11 @@ mod tests {
         let zero = budgets.deposit(&uri(0));
         while zero.withdraw() {}
         budgets.deposit(&uri(MAX_BUDGET_ORIGINS));
-        assert_eq!(budgets.len(), MAX_BUDGET_ORIGINS);
+        // A quarter went, to make room for the next quarter's newcomers at once.
+        assert_eq!(
+            budgets.len(),
+            MAX_BUDGET_ORIGINS - MAX_BUDGET_ORIGINS / 4 + 1
+        );
         let origin = |n| Origin::from_uri(&uri(n)).unwrap();
         assert_eq!(budgets.exhausted(&origin(1)), None, "forgotten");
         assert_eq!(budgets.exhausted(&origin(0)), Some(1), "kept, still spent");

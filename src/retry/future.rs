@@ -77,6 +77,24 @@ where
             state: State::Start,
         }
     }
+
+    /// [`new`](Self::new) for a request that has deposited into its origin's budget
+    /// already ([`Retrier::deposit_to`], for a caller that has parsed the origin).
+    pub(crate) fn with_budget(
+        inner: S,
+        retrier: Arc<Retrier>,
+        req: Request<B>,
+        budget: Option<Arc<OriginBudget>>,
+    ) -> Self {
+        let mut request = SavedRequest::new(req, &retrier);
+        request.budget = budget;
+        ResponseFuture {
+            inner,
+            retrier,
+            request,
+            state: State::Ready,
+        }
+    }
 }
 
 impl<S, B> Future for ResponseFuture<S, B>

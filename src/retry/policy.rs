@@ -257,6 +257,14 @@ impl Retrier {
         self.budgets.as_ref().map(|budgets| budgets.deposit(uri))
     }
 
+    /// [`deposit`](Self::deposit) for a request whose origin is known (`None`: its URI
+    /// names none).
+    pub(crate) fn deposit_to(&self, origin: Option<&Origin>) -> Option<Arc<OriginBudget>> {
+        self.budgets
+            .as_ref()
+            .map(|budgets| budgets.deposit_to(origin))
+    }
+
     /// Resends to `origin` refused because its budget was spent, while its budget is
     /// kept; zero otherwise.
     pub(crate) fn budget_exhausted(&self, origin: &Origin) -> u64 {

@@ -3,14 +3,13 @@
 //! at [`MAX_TRACKED_ORIGINS`] by dropping the origin that opened a connection least
 //! recently.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::Evict;
 use crate::info::{IdleCloses, MAX_TRACKED_ORIGINS};
-use crate::origin::{self, Origin};
+use crate::origin::{self, Origin, OriginMap};
 
 /// One origin's counters. Made once, when the pool first opens a connection to the
 /// origin; every later count is an atomic add.
@@ -78,13 +77,13 @@ impl OriginRecord {
 /// Every tracked origin's [`OriginRecord`], at most [`MAX_TRACKED_ORIGINS`] of them.
 #[derive(Default)]
 pub(in crate::pool) struct OriginRecords {
-    map: Mutex<HashMap<Origin, Arc<OriginRecord>>>,
+    map: Mutex<OriginMap<Arc<OriginRecord>>>,
     /// Orders connection opens, to find the origin that opened one least recently.
     sequence: AtomicU64,
 }
 
 impl OriginRecords {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Origin, Arc<OriginRecord>>> {
+    fn lock(&self) -> MutexGuard<'_, OriginMap<Arc<OriginRecord>>> {
         // Each update under this lock is one insert or removal: a panic elsewhere
         // cannot leave it half-done.
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
