@@ -229,7 +229,13 @@ impl Conn {
 
     /// Reads the body of the request with `head`, counts it and answers. `Err` ends
     /// the connection: `Some` says how.
-    async fn serve(&mut self, head: Head) -> Result<(), Option<Ending>> {
+    async fn serve(&mut self, mut head: Head) -> Result<(), Option<Ending>> {
+        if let (Some(id), Some(headers)) = (&head.id, head.headers.take()) {
+            lock(&self.stats.headers)
+                .entry(id.clone())
+                .or_default()
+                .push(headers);
+        }
         let fault = head.id.as_ref().and_then(|id| {
             (Stats::bump(&self.stats.heads_seen, id) == 1)
                 .then(|| self.settings.faults.get(id).cloned())

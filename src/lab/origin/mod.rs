@@ -185,6 +185,17 @@ impl Origin {
             .unwrap_or_default()
     }
 
+    /// For each request head with `x-request-id: id`, in arrival order: its header
+    /// fields as received (names lower-cased; a field `http` cannot represent is left
+    /// out), so a test can assert what reached the server, such as the headers a proxy
+    /// in front must strip or add.
+    pub fn request_headers(&self, id: &str) -> Vec<http::HeaderMap> {
+        lock(&self.stats.headers)
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// For each accepted connection, in accept order, the number of requests it
     /// executed.
     pub fn requests_per_connection(&self) -> Vec<usize> {
