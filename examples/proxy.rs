@@ -6,45 +6,46 @@
 //! ```text
 //! cargo run --example proxy                      # the demo: about 15 s, then exits
 //! cargo run --example proxy -- --requests 20     # a longer demo
-//! cargo run --example proxy -- serve --upstream http://127.0.0.1:8000 \
+//! cargo run --example proxy -- serve [--upstream http://127.0.0.1:8000] \
 //!     [--listen 127.0.0.1:8080] [--timeout 30s] [--keep-host]
 //! ```
 //!
 //! **The demo** starts the lab origin on loopback (it closes idle connections after
 //! 2 s without saying so, like gunicorn) behind a relay that adds 25 ms each way, puts
-//! the proxy in front, sends GETs and POSTs through it with idle gaps under, at and over
-//! the origin's timer, then one request to an upstream that is down, prints what
-//! happened and exits (status 1 if a request was lost or ran twice).
+//! the proxy in front, sends GETs and POSTs through it with idle gaps in the race
+//! window, under the timer and over it, then one request to an upstream that is down,
+//! prints what happened and exits (status 1 if a request failed or ran twice).
 //!
 //! **`serve`** runs the proxy until Ctrl-C. Without `--upstream` it starts a lab origin
 //! on loopback to proxy to; `--listen` defaults to `127.0.0.1:8080`.
 //!
 //! What a request goes through, in [`Proxy::handle`]:
-//! 1. Hop-by-hop headers go: `Connection` and every header it names, `Keep-Alive`,
-//!    `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
-//!    `Proxy-Authorization`, `Proxy-Authenticate` (in both directions). hyper frames
-//!    each side anew, so upgrades (WebSocket) are not proxied.
+//! 1. Hop-by-hop headers go ([`HOP_BY_HOP`], and every header `Connection` names), in
+//!    both directions. hyper frames each hop anew, so upgrades (WebSocket) are not
+//!    proxied.
 //! 2. `Host` becomes the upstream's authority, as nginx's `proxy_pass` does
 //!    (`--keep-host` keeps the client's, as Envoy does); the client's `Host` goes on in
 //!    `X-Forwarded-Host`. `X-Forwarded-For` is a chain: the client's address is
 //!    appended to what earlier proxies wrote. `X-Forwarded-Proto` is set to `http`
 //!    (this front's scheme), replacing what the client sent: the proxy is taken to be
 //!    the edge, so a client cannot claim `https`.
-//! 3. The upstream call runs under a timeout (time to the response head, connecting and
-//!    a resend included); the response comes back without hop-by-hop headers, its body
-//!    streamed.
-//! 4. When the upstream fails, the proxy answers itself with the status a proxy should
-//!    send and the cause in `x-closefirst-error` (see [`Outcome`]); the log line gives
-//!    the whole error. A failed request is never resent here: `closefirst` has already
-//!    resent what was safe to resend.
+//! 3. The upstream call runs under a timeout (until the response head, connecting and
+//!    a resend included). `closefirst` resends what is safe to resend; the proxy never
+//!    resends anything itself.
+//! 4. The response goes back without hop-by-hop headers, its body streamed. When the
+//!    upstream fails, the proxy answers itself with the status a proxy should send and
+//!    the cause in `x-closefirst-error` ([`Outcome`]); the log line has the whole error.
 //!
-//! Every request is logged on stderr, with the `ConnectionInfo` of its upstream
+//! Every request is logged on stderr with the `ConnectionInfo` of its upstream
 //! connection (reused, idle for, requests carried, attempts).
+
+// The command line (the demo and `serve`), apart so this file stays the proxy.
+#[path = "proxy/cli.rs"]
+mod cli;
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,34 +55,17 @@ use closefirst::Progress;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-/// The response header that names why the proxy answered itself, like Envoy's
-/// response flags: one of [`Outcome::flag`].
-pub const ERROR_HEADER: &str = "x-closefirst-error";
-
-/// What the proxy sends downstream: the upstream's body as it streams in, or a short
-/// error page of its own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
-
-/// Headers that concern one connection, not the message (RFC 9110, section 7.6.1), plus
-/// the proxy's own credentials. The headers that `Connection` names go too.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    cli::main().await
+}
 
 /// Where the proxy sends requests, and how.
 #[derive(Clone, Debug)]
@@ -95,106 +79,9 @@ pub struct Settings {
     pub keep_host: bool,
 }
 
-/// How a request ended, as counted by [`Proxy::count`]. Every outcome but
-/// `Forwarded` is the proxy answering itself; its [`flag`](Outcome::flag) goes in
-/// [`ERROR_HEADER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The upstream's response was passed on, whatever its status.
-    Forwarded,
-    /// 503: no connection (refused, unresolvable, the connect timeout, a refused TLS
-    /// certificate). Nothing reached the upstream, unless an earlier attempt did (the log
-    /// says so).
-    ConnectFailed,
-    /// 503: no free connection within the checkout timeout
-    /// (`max_connections_per_origin`).
-    PoolExhausted,
-    /// 504: no response head within [`Settings::timeout`].
-    UpstreamTimeout,
-    /// 502: a reused connection died as the request was sent and the request could not
-    /// be resent (a POST without `Idempotency-Key` may have run).
-    StaleConnection,
-    /// 502: the upstream closed or reset a connection without answering.
-    UpstreamClosed,
-    /// 502: the response broke off or was not HTTP.
-    UpstreamResponseFailed,
-    /// 400: the client's own request body failed (its upload broke off, or bad
-    /// chunking): the client's doing, never resent.
-    DownstreamBodyFailed,
-    /// Nothing sent (nginx logs 499): the client went away before the response head;
-    /// the upstream request was dropped, and the pool closed its connection.
-    DownstreamGone,
-    /// 400: a method or request target the proxy does not forward (`CONNECT`,
-    /// `OPTIONS *`).
-    NotForwarded,
-}
-
-impl Outcome {
-    /// Every outcome, in the order [`Proxy::outcomes`] lists them.
-    pub const ALL: [Outcome; 10] = [
-        Outcome::Forwarded,
-        Outcome::ConnectFailed,
-        Outcome::PoolExhausted,
-        Outcome::UpstreamTimeout,
-        Outcome::StaleConnection,
-        Outcome::UpstreamClosed,
-        Outcome::UpstreamResponseFailed,
-        Outcome::DownstreamBodyFailed,
-        Outcome::DownstreamGone,
-        Outcome::NotForwarded,
-    ];
-
-    /// The name in [`ERROR_HEADER`] and in the log.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::ConnectFailed => "connect-failed",
-            Outcome::PoolExhausted => "pool-exhausted",
-            Outcome::UpstreamTimeout => "upstream-timeout",
-            Outcome::StaleConnection => "stale-connection",
-            Outcome::UpstreamClosed => "upstream-closed",
-            Outcome::UpstreamResponseFailed => "upstream-response-failed",
-            Outcome::DownstreamBodyFailed => "downstream-body-failed",
-            Outcome::DownstreamGone => "downstream-gone",
-            Outcome::NotForwarded => "not-forwarded",
-        }
-    }
-
-    fn status(self) -> StatusCode {
-        match self {
-            Outcome::Forwarded => StatusCode::OK,
-            Outcome::ConnectFailed | Outcome::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::StaleConnection
-            | Outcome::UpstreamClosed
-            | Outcome::UpstreamResponseFailed => StatusCode::BAD_GATEWAY,
-            Outcome::DownstreamBodyFailed | Outcome::NotForwarded => StatusCode::BAD_REQUEST,
-            // Never sent: there is nobody to send it to.
-            Outcome::DownstreamGone => StatusCode::from_u16(499).expect("499 is in range"),
-        }
-    }
-
-    /// Reads a failed upstream call. The order matters: the client's own body failing
-    /// is never the upstream's fault, and a connect that failed on a resend is a connect
-    /// failure even though an earlier attempt was written.
-    fn of(error: &closefirst::Error) -> Outcome {
-        if error.is_body() {
-            Outcome::DownstreamBodyFailed
-        } else if error.is_connect() {
-            Outcome::ConnectFailed
-        } else if error.is_timeout() {
-            Outcome::PoolExhausted
-        } else if error.is_stale_connection() {
-            Outcome::StaleConnection
-        } else if error.is_unsupported() || error.is_invalid_uri() {
-            Outcome::NotForwarded
-        } else if error.request_progress() == Progress::ResponseStarted {
-            Outcome::UpstreamResponseFailed
-        } else {
-            Outcome::UpstreamClosed
-        }
-    }
-}
+/// What the proxy sends downstream: the upstream's body as it streams in, or a short
+/// error page of its own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// The proxy: cheap to clone, every clone shares the pool and the counters.
 #[derive(Clone)]
@@ -236,22 +123,6 @@ impl Proxy {
         })
     }
 
-    /// The pool behind the proxy, for its statistics.
-    pub fn client(&self) -> &closefirst::Client<Incoming> {
-        &self.inner.client
-    }
-
-    /// How many requests ended with `outcome`.
-    pub fn count(&self, outcome: Outcome) -> u64 {
-        self.inner.counts[outcome as usize].load(Ordering::Relaxed)
-    }
-
-    /// Every outcome seen so far, with its count.
-    pub fn outcomes(&self) -> Vec<(&'static str, u64)> {
-        let seen = Outcome::ALL.into_iter().map(|o| (o.flag(), self.count(o)));
-        seen.filter(|&(_, n)| n > 0).collect()
-    }
-
     /// Serves HTTP/1.1 connections from `listener`, each on a task of its own, forever.
     pub async fn serve(self, listener: TcpListener) {
         loop {
@@ -271,22 +142,22 @@ impl Proxy {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                 });
-                // The timer makes hyper's 30 s limit on reading a request head apply.
+                // With a timer, hyper's 30 s limit on reading a request head applies.
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
                 if let Err(error) = served {
-                    // The client went away, or an upstream body broke off mid-stream
-                    // (hyper then ends the connection: the client sees a truncated
-                    // response, never a complete-looking one).
+                    // The client went away, or an upstream body broke off mid-stream:
+                    // hyper then ends this connection, so the client sees a truncated
+                    // response, never a complete-looking one.
                     eprintln!("proxy {peer}: connection ended: {}", chain(&error));
                 }
             });
         }
     }
 
-    /// Forwards one request and answers it; never fails, errors become responses.
+    /// Forwards one request and answers it; never fails: errors become responses.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let mut log = InFlight {
             proxy: &self.inner,
@@ -299,47 +170,41 @@ impl Proxy {
         let keyed = req.headers().contains_key("idempotency-key");
         let Some(req) = self.upstream_request(req, peer.ip()) else {
             let page = "this method or request target is not forwarded";
-            log.finish(Outcome::NotForwarded, page.into());
+            log.finish(Outcome::NotForwarded, None, page.into());
             return answer(Outcome::NotForwarded, page);
         };
-        let result = tokio::time::timeout(self.inner.timeout, self.inner.client.request(req));
-        match result.await {
+
+        let call = tokio::time::timeout(self.inner.timeout, self.inner.client.request(req));
+        match call.await {
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
                 let detail = match resp.extensions().get::<closefirst::ConnectionInfo>() {
-                    Some(i) => format!(
-                        "{} conn={} reused={} idle={:?} requests={} attempts={}",
-                        resp.status().as_u16(),
-                        i.id,
-                        i.reused,
-                        i.idle_for,
-                        i.requests,
-                        i.attempts
+                    Some(info) => format!(
+                        "conn={} reused={} idle={:.1?} requests={} attempts={}",
+                        info.id, info.reused, info.idle_for, info.requests, info.attempts
                     ),
-                    None => resp.status().as_u16().to_string(),
+                    None => String::new(),
                 };
-                log.finish(Outcome::Forwarded, detail);
+                log.finish(Outcome::Forwarded, Some(resp.status()), detail);
                 resp.map(Either::Left)
             }
             Ok(Err(error)) => {
                 let outcome = Outcome::of(&error);
                 let page = explain(outcome, &method, keyed, error.attempts());
-                log.finish(
-                    outcome,
-                    format!(
-                        "{page}; attempts={} progress={:?}: {}",
-                        error.attempts(),
-                        error.request_progress(),
-                        chain(&error)
-                    ),
+                let detail = format!(
+                    "{page}; attempts={} progress={:?}: {}",
+                    error.attempts(),
+                    error.request_progress(),
+                    chain(&error)
                 );
+                log.finish(outcome, None, detail);
                 answer(outcome, &page)
             }
             Err(_elapsed) => {
-                // Dropping the call closed its connection: the pool never reuses a
-                // connection whose response it did not read.
+                // The call was dropped: the pool closes its connection rather than
+                // reuse one whose response it never read.
                 let page = format!("no response head within {:?}", self.inner.timeout);
-                log.finish(Outcome::UpstreamTimeout, page.clone());
+                log.finish(Outcome::UpstreamTimeout, None, page.clone());
                 answer(Outcome::UpstreamTimeout, &page)
             }
         }
@@ -370,12 +235,44 @@ impl Proxy {
             parts.headers.remove(HOST);
         }
         add_forwarded(&mut parts.headers, client, host);
-        // Each hop speaks its own version, and the upstream hop keeps connections.
+        // Each hop speaks its own version, and this one keeps connections alive.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         Some(Request::from_parts(parts, body))
     }
+
+    /// The pool behind the proxy, for its statistics.
+    pub fn client(&self) -> &closefirst::Client<Incoming> {
+        &self.inner.client
+    }
+
+    /// How many requests ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.inner.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every outcome seen so far, with its count.
+    pub fn outcomes(&self) -> Vec<(&'static str, u64)> {
+        let all = Outcome::ALL.into_iter().map(|o| (o.flag(), self.count(o)));
+        all.filter(|&(_, n)| n > 0).collect()
+    }
 }
+
+// ---- Headers ----
+
+/// Headers about one connection, not the message (RFC 9110, section 7.6.1), and the
+/// proxy's own credentials; the headers that `Connection` names go too.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
 
 /// Removes [`HOP_BY_HOP`] and the headers `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -396,8 +293,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` to what this proxy saw.
 fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
-    // Every earlier entry is kept, several header lines folded into one list; a value
-    // that is not visible ASCII cannot be an address list and is dropped.
+    // Earlier entries are kept, several header lines folded into one list; a value that
+    // is not visible ASCII cannot be a list of addresses and is dropped.
     let mut chain: Vec<String> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -416,14 +313,122 @@ fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderVal
     };
 }
 
-/// The text the client gets with a proxy error: what happened, not where (addresses
-/// and causes go to the log only).
+// ---- Failures ----
+
+/// The response header that names why the proxy answered itself, like Envoy's
+/// response flags: one of [`Outcome::flag`].
+pub const ERROR_HEADER: &str = "x-closefirst-error";
+
+/// How a request ended, as counted by [`Proxy::count`]. Every outcome but `Forwarded`
+/// is the proxy answering itself, with its [`flag`](Outcome::flag) in [`ERROR_HEADER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream's response was passed on, whatever its status.
+    Forwarded,
+    /// 503: no connection (refused, unresolvable, the connect timeout, a refused TLS
+    /// certificate). Nothing reached the upstream, unless an earlier attempt did (the
+    /// log says so).
+    ConnectFailed,
+    /// 503: no connection came free within the checkout timeout
+    /// (`max_connections_per_origin`).
+    PoolExhausted,
+    /// 504: no response head within [`Settings::timeout`].
+    UpstreamTimeout,
+    /// 502: a reused connection died as the request was sent, and the request could
+    /// not be resent (a POST without `Idempotency-Key` may have run).
+    StaleConnection,
+    /// 502: the upstream closed or reset a new connection without answering.
+    UpstreamClosed,
+    /// 502: the response head broke off or was not HTTP.
+    UpstreamResponseFailed,
+    /// 400: the client's own request body failed (its upload broke off, or bad
+    /// chunking): the client's doing, never resent.
+    DownstreamBodyFailed,
+    /// Nothing sent (nginx logs 499): the client went away before the response head;
+    /// the upstream call was dropped and the pool closed its connection.
+    DownstreamGone,
+    /// 400: a method or request target the proxy does not forward (`CONNECT`,
+    /// `OPTIONS *`).
+    NotForwarded,
+}
+
+impl Outcome {
+    /// Every outcome, in the order [`Proxy::outcomes`] lists them.
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Forwarded,
+        Outcome::ConnectFailed,
+        Outcome::PoolExhausted,
+        Outcome::UpstreamTimeout,
+        Outcome::StaleConnection,
+        Outcome::UpstreamClosed,
+        Outcome::UpstreamResponseFailed,
+        Outcome::DownstreamBodyFailed,
+        Outcome::DownstreamGone,
+        Outcome::NotForwarded,
+    ];
+
+    /// Reads a failed upstream call. The order matters: the client's own body failing
+    /// is never the upstream's fault, and a resend that could not connect is a connect
+    /// failure even though an earlier attempt was written (the log says so).
+    fn of(error: &closefirst::Error) -> Outcome {
+        if error.is_body() {
+            Outcome::DownstreamBodyFailed
+        } else if error.is_connect() {
+            Outcome::ConnectFailed
+        } else if error.is_timeout() {
+            // The connect timeout is a connect error: this is the checkout timeout.
+            Outcome::PoolExhausted
+        } else if error.is_stale_connection() {
+            Outcome::StaleConnection
+        } else if error.is_unsupported() || error.is_invalid_uri() {
+            Outcome::NotForwarded
+        } else if error.request_progress() == Progress::ResponseStarted {
+            Outcome::UpstreamResponseFailed
+        } else {
+            Outcome::UpstreamClosed
+        }
+    }
+
+    /// The name in [`ERROR_HEADER`] and in the log.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::ConnectFailed => "connect-failed",
+            Outcome::PoolExhausted => "pool-exhausted",
+            Outcome::UpstreamTimeout => "upstream-timeout",
+            Outcome::StaleConnection => "stale-connection",
+            Outcome::UpstreamClosed => "upstream-closed",
+            Outcome::UpstreamResponseFailed => "upstream-response-failed",
+            Outcome::DownstreamBodyFailed => "downstream-body-failed",
+            Outcome::DownstreamGone => "downstream-gone",
+            Outcome::NotForwarded => "not-forwarded",
+        }
+    }
+
+    /// The status the proxy answers with (for `Forwarded`, the upstream's is sent).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Outcome::Forwarded => StatusCode::OK,
+            Outcome::ConnectFailed | Outcome::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Outcome::StaleConnection
+            | Outcome::UpstreamClosed
+            | Outcome::UpstreamResponseFailed => StatusCode::BAD_GATEWAY,
+            Outcome::DownstreamBodyFailed | Outcome::NotForwarded => StatusCode::BAD_REQUEST,
+            // Only logged: there is nobody to send it to.
+            Outcome::DownstreamGone => StatusCode::from_u16(499).expect("499 is in range"),
+        }
+    }
+}
+
+/// What the client is told: what happened, not where (addresses and causes go to the
+/// log only).
 fn explain(outcome: Outcome, method: &Method, keyed: bool, attempts: u32) -> String {
     let idempotent = matches!(
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    match outcome {
+    let text = match outcome {
         Outcome::StaleConnection => {
             let why = if attempts > 1 {
                 "it was resent once and failed again"
@@ -432,28 +437,32 @@ fn explain(outcome: Outcome, method: &Method, keyed: bool, attempts: u32) -> Str
             } else {
                 "the retry policy allowed no resend (budget spent, or a body too large to replay)"
             };
-            format!("the upstream closed a reused connection as the request was sent; {why}")
+            return format!(
+                "the upstream closed a reused connection as the request was sent; {why}"
+            );
         }
-        Outcome::ConnectFailed => "the upstream could not be reached".into(),
-        Outcome::PoolExhausted => "no upstream connection came free in time".into(),
-        Outcome::UpstreamClosed => "the upstream closed the connection without answering".into(),
-        Outcome::UpstreamResponseFailed => "the upstream's response broke off".into(),
+        Outcome::ConnectFailed => "the upstream could not be reached",
+        Outcome::PoolExhausted => "no upstream connection came free in time",
+        Outcome::UpstreamClosed => "the upstream closed the connection without answering",
+        Outcome::UpstreamResponseFailed => "the upstream's response broke off",
         Outcome::DownstreamBodyFailed => {
-            "the request body broke off (the client's doing); not resent".into()
+            "the request body broke off (the client's doing); not resent"
         }
-        _ => outcome.flag().into(),
-    }
+        other => other.flag(),
+    };
+    text.to_owned()
 }
 
 fn answer(outcome: Outcome, page: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{page}\n")))));
+    let body = Full::new(Bytes::from(format!("{page}\n")));
+    let mut resp = Response::new(Either::Right(body));
     *resp.status_mut() = outcome.status();
-    resp.headers_mut()
-        .insert(ERROR_HEADER, HeaderValue::from_static(outcome.flag()));
+    let flag = HeaderValue::from_static(outcome.flag());
+    resp.headers_mut().insert(ERROR_HEADER, flag);
     resp
 }
 
-/// An error and its causes on one line.
+/// An error and its causes, on one line.
 fn chain(error: &dyn StdError) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
@@ -465,8 +474,8 @@ fn chain(error: &dyn StdError) -> String {
     line
 }
 
-/// One request's log line and count, written when it finishes, or when hyper drops the
-/// request because the client went away.
+/// One request's count and log line: written when it is answered, or when hyper drops
+/// the request because its client went away.
 struct InFlight<'a> {
     proxy: &'a Inner,
     request: String,
@@ -476,193 +485,22 @@ struct InFlight<'a> {
 }
 
 impl InFlight<'_> {
-    fn finish(&mut self, outcome: Outcome, detail: String) {
+    /// `status` is the upstream's, for a forwarded response.
+    fn finish(&mut self, outcome: Outcome, status: Option<StatusCode>, detail: String) {
         self.finished = true;
         self.proxy.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        let (peer, request) = (self.peer, &self.request);
+        let status = status.unwrap_or(outcome.status()).as_u16();
+        let (peer, request, flag) = (self.peer, &self.request, outcome.flag());
         let took = self.started.elapsed();
-        eprintln!(
-            "proxy {peer} \"{request}\" {} {took:?} {detail}",
-            outcome.flag()
-        );
+        eprintln!("proxy {peer} \"{request}\" {status} {flag} {took:.1?} {detail}");
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish(
-                Outcome::DownstreamGone,
-                "the client went away before the response; upstream call dropped".into(),
-            );
+            let detail = "the client went away before the response; upstream call dropped";
+            self.finish(Outcome::DownstreamGone, None, detail.into());
         }
     }
-}
-
-// ---- The command line: the demo and `serve`. ----
-
-const USAGE: &str = "usage: proxy [--requests N]\n       \
-proxy serve [--listen ADDR] [--upstream URI] [--timeout DURATION] [--keep-host]";
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]).await,
-        _ => demo(&args).await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("{message}\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-type Failed = Box<dyn StdError + Send + Sync>;
-
-async fn serve(args: &[String]) -> Result<ExitCode, Failed> {
-    let mut listen: SocketAddr = "127.0.0.1:8080".parse()?;
-    let (mut upstream, mut timeout, mut keep_host) = (None, Duration::from_secs(30), false);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--listen" => listen = value()?.parse()?,
-            "--upstream" => upstream = Some(value()?.parse::<Uri>()?),
-            "--timeout" => timeout = closefirst::keepalive::parse_duration(value()?)?,
-            "--keep-host" => keep_host = true,
-            other => return Err(format!("unknown argument `{other}`").into()),
-        }
-    }
-    // Without an upstream, a lab origin on loopback stands in for one.
-    let mut stand_in = None;
-    let upstream = match upstream {
-        Some(upstream) => upstream,
-        None => {
-            let config = closefirst::lab::OriginConfig {
-                idle_timeout: Duration::from_secs(5),
-                ..Default::default()
-            };
-            let origin = closefirst::lab::Origin::start(config).await?;
-            let uri = origin.url("/").parse()?;
-            stand_in = Some(origin);
-            uri
-        }
-    };
-    let client = closefirst::Client::builder().build()?;
-    let settings = Settings {
-        upstream: upstream.clone(),
-        timeout,
-        keep_host,
-    };
-    let proxy = Proxy::new(client, settings)?;
-    let listener = TcpListener::bind(listen).await?;
-    println!(
-        "proxying http://{} to {upstream}; Ctrl-C stops",
-        listener.local_addr()?
-    );
-    tokio::select! {
-        () = proxy.clone().serve(listener) => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    println!(
-        "\noutcomes: {:?}\n{:#?}",
-        proxy.outcomes(),
-        proxy.client().stats()
-    );
-    drop(stand_in);
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn demo(args: &[String]) -> Result<ExitCode, Failed> {
-    let requests: usize = match args {
-        [] => 10,
-        [flag, n] if flag == "--requests" => n.parse().map_err(|_| format!("--requests {n}"))?,
-        _ => return Err(format!("unknown arguments {args:?}").into()),
-    };
-    let idle = Duration::from_secs(2);
-    let origin = closefirst::lab::Origin::start(closefirst::lab::OriginConfig {
-        idle_timeout: idle,
-        ..Default::default()
-    })
-    .await?;
-    let relay = closefirst::lab::Relay::start(origin.addr(), Duration::from_millis(25)).await?;
-    let (proxy, addr) = start(&format!("http://{}", relay.addr())).await?;
-    println!(
-        "client -> proxy http://{addr} -> relay (25 ms each way) -> origin (closes idle \
-         connections after {idle:?}, no hint)\n"
-    );
-
-    // The downstream client: hyper-util's pooled client. The proxy's front closes no
-    // idle connection, so this side has no race.
-    let downstream = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    // Idle gaps under the origin's timer, in its race window, and over it.
-    let gaps = [1_000, 1_960, 2_500].map(Duration::from_millis);
-    let mut failed = 0;
-    for i in 0..requests {
-        let (method, body) = match i % 2 {
-            0 => (Method::GET, Bytes::new()),
-            _ => (Method::POST, Bytes::from(vec![b'x'; 16 * 1024])),
-        };
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}/demo/{i}"))
-            .header("x-request-id", format!("demo-{i}"))
-            .body(Full::new(body))?;
-        let resp = downstream.request(req).await?;
-        let status = resp.status();
-        resp.into_body().collect().await?;
-        if status != StatusCode::OK {
-            failed += 1;
-        }
-        if i + 1 < requests {
-            tokio::time::sleep(gaps[i % gaps.len()]).await;
-        }
-    }
-
-    // The same request to an upstream that is down.
-    let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
-    let (_, down) = start(&format!("http://{closed}")).await?;
-    let req = Request::get(format!("http://{down}/")).body(Full::default())?;
-    let resp = downstream.request(req).await?;
-    let flag = resp.headers().get(ERROR_HEADER).cloned();
-    println!(
-        "\nan upstream that is down: {} with {ERROR_HEADER}: {flag:?}",
-        resp.status()
-    );
-
-    let stats = proxy.client().stats();
-    println!("\nproxy outcomes: {:?}", proxy.outcomes());
-    println!(
-        "{requests} requests: {failed} failed; the origin executed {} ({} twice) on {} \
-         connections; the pool reused {} and resent {}",
-        origin.handler_calls(),
-        origin.duplicates(),
-        origin.connections(),
-        stats.reuses,
-        stats.resends.not_written + stats.resends.written_no_response,
-    );
-    let lost_or_twice = failed > 0 || origin.duplicates() > 0;
-    Ok(if lost_or_twice {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// A proxy to `upstream` with the default client, serving on a free loopback port.
-async fn start(upstream: &str) -> Result<(Proxy, SocketAddr), Failed> {
-    let settings = Settings {
-        upstream: upstream.parse()?,
-        timeout: Duration::from_secs(10),
-        keep_host: false,
-    };
-    let proxy = Proxy::new(closefirst::Client::builder().build()?, settings)?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(proxy.clone().serve(listener));
-    Ok((proxy, addr))
 }

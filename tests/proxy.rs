@@ -436,3 +436,65 @@ async fn a_client_gone_mid_upload_is_its_own_doing_and_never_resent() {
     assert_eq!(send(addr, get("after")).await.status, StatusCode::OK);
     assert_eq!(origin.executions("after"), 1);
 }
+
+/// The client sends a whole request and goes away before the response head: the proxy
+/// drops the upstream call (nginx would log 499), and the pool closes that connection
+/// rather than pool it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_response_cancels_the_upstream_call() {
+    let origin = Origin::builder(OriginConfig::default())
+        .fault("slow", Fault::BlackHole)
+        .start()
+        .await
+        .expect("origin");
+    let (proxy, addr) = default_proxy(format!("http://{}", origin.addr())).await;
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = "GET /slow HTTP/1.1\r\nhost: public.example\r\nx-request-id: slow\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("write");
+    eventually("the request at the origin", || {
+        origin.executions("slow") == 1
+    })
+    .await;
+    drop(stream);
+
+    eventually("the proxy to see the client go", || {
+        proxy.count(Outcome::DownstreamGone) == 1
+    })
+    .await;
+    eventually("the connection closed", || {
+        let stats = proxy.client().stats();
+        (stats.active, stats.evictions.cancelled) == (0, 1)
+    })
+    .await;
+    assert_eq!(proxy.outcomes(), vec![("downstream-gone", 1)]);
+}
+
+/// An upstream body that breaks off after the head reaches the client broken too: the
+/// proxy cannot change the status any more, but it must not make a truncated body
+/// look complete.
+#[tokio::test]
+async fn a_response_body_that_breaks_off_reaches_the_client_broken() {
+    let origin = Origin::builder(OriginConfig::default())
+        .fault("half", Fault::HalfBodyThenClose)
+        .start()
+        .await
+        .expect("origin");
+    let (proxy, addr) = default_proxy(format!("http://{}", origin.addr())).await;
+
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.expect("the proxy accepts");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = sender.send_request(get("half")).await.expect("a head");
+        assert_eq!(resp.status(), StatusCode::OK, "the head was on its way");
+        resp.into_body().collect().await.map(|body| body.to_bytes())
+    };
+    let body = tokio::time::timeout(BOUND, exchange)
+        .await
+        .expect("in time");
+    assert!(body.is_err(), "a truncated body read as whole: {body:?}");
+    assert_eq!(proxy.outcomes(), vec![("forwarded", 1)]);
+}
