@@ -78,8 +78,9 @@
 //! [`Origin`] is also the server of this crate's own integration tests: through
 //! [`OriginBuilder`] it misbehaves on purpose for chosen request ids ([`Fault`]: reset
 //! without answer, partial heads and bodies, stray bytes, garbage, …) and records what
-//! it received ([`RecordedBody`]), so a test can assert how many times the server's
-//! handler ran, not only what the client saw. [`Rng`] makes random timings
+//! it received (bodies as [`RecordedBody`], headers through
+//! [`Origin::request_headers`]), so a test can assert how many times the server's
+//! handler ran and what reached it, not only what the client saw. [`Rng`] makes random timings
 //! reproducible.
 
 mod duplex;

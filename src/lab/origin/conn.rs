@@ -230,9 +230,8 @@ impl Conn {
     /// Reads the body of the request with `head`, counts it and answers. `Err` ends
     /// the connection: `Some` says how.
     async fn serve(&mut self, mut head: Head) -> Result<(), Option<Ending>> {
-        if let Some(id) = &head.id {
-            let headers = std::mem::take(&mut head.headers);
-            lock(&self.stats.request_headers)
+        if let (Some(id), Some(headers)) = (&head.id, head.headers.take()) {
+            lock(&self.stats.headers)
                 .entry(id.clone())
                 .or_default()
                 .push(headers);

@@ -186,9 +186,11 @@ impl Origin {
     }
 
     /// For each request head with `x-request-id: id`, in arrival order: its header
-    /// fields as the server read them (a field `http` cannot hold is left out).
+    /// fields as received (names lower-cased; a field `http` cannot represent is left
+    /// out), so a test can assert what reached the server, such as the headers a proxy
+    /// in front must strip or add.
     pub fn request_headers(&self, id: &str) -> Vec<http::HeaderMap> {
-        lock(&self.stats.request_headers)
+        lock(&self.stats.headers)
             .get(id)
             .cloned()
             .unwrap_or_default()

@@ -39,8 +39,8 @@ pub(super) struct Stats {
     /// Request heads read per id, complete or not.
     pub(super) heads_seen: Mutex<HashMap<String, usize>>,
     pub(super) bodies: Mutex<HashMap<String, Vec<RecordedBody>>>,
-    /// The header fields of each request head read, per id.
-    pub(super) request_headers: Mutex<HashMap<String, Vec<http::HeaderMap>>>,
+    /// Header fields of each request head read per id.
+    pub(super) headers: Mutex<HashMap<String, Vec<http::HeaderMap>>>,
     pub(super) requests_per_connection: Mutex<Vec<usize>>,
     /// `None` until the first random delay is drawn.
     pub(super) delay_rng: Mutex<Option<Rng>>,
