@@ -53,15 +53,14 @@ impl<B: Send + 'static> Pool<B> {
         fresh: bool,
         resendable: bool,
     ) -> Result<Checkout<B>, Error> {
-        let wait_until = self
-            .config
-            .checkout_timeout
-            .map(|limit| (deadline::deadline_after(Instant::now(), limit), limit));
+        // When the checkout began: its first step's time, read under the lock (one clock
+        // read per step, the same `now` for the step's decisions and what follows them).
+        let mut began = None;
         loop {
             let mut closing = Vec::new();
             let mut proven = Duration::ZERO;
-            let step = self.next_step(origin, fresh, resendable, &mut closing, &mut proven);
-            let now = Instant::now();
+            let (step, now) = self.next_step(origin, fresh, resendable, &mut closing, &mut proven);
+            let began = *began.get_or_insert(now);
             self.close_all(origin, closing, now);
             match step {
                 Step::Reuse(idle) => {
@@ -82,7 +81,7 @@ impl<B: Send + 'static> Pool<B> {
                     let slot = self.retire(origin, idle.conn, Evict::ConnectionLimit, idle_for, "");
                     return self.connect(origin, slot).await;
                 }
-                Step::Wait(waiting) => match waiting.granted(wait_until).await? {
+                Step::Wait(waiting) => match waiting.granted(self.wait_until(began)).await? {
                     Some(Turn::Conn(idle)) => {
                         let now = Instant::now();
                         let idle_for = now.saturating_duration_since(idle.since());
@@ -130,7 +129,7 @@ impl<B: Send + 'static> Pool<B> {
         resendable: bool,
         closing: &mut Vec<Closing<B>>,
         proven: &mut Duration,
-    ) -> Step<'a, B> {
+    ) -> (Step<'a, B>, Instant) {
         let mut guard = self.lock();
         let State {
             origins,
@@ -197,7 +196,7 @@ impl<B: Send + 'static> Pool<B> {
                     idle.insert(key, &entry.origin);
                     break;
                 } else {
-                    return Step::Reuse(candidate);
+                    return (Step::Reuse(candidate), now);
                 }
             }
             // A waiter comes first: the connection is checked in to it in a moment.
@@ -213,7 +212,7 @@ impl<B: Send + 'static> Pool<B> {
                     closing,
                 );
                 if let Some(idle) = ready {
-                    return Step::Reuse(idle);
+                    return (Step::Reuse(idle), now);
                 }
             }
         }
@@ -224,20 +223,19 @@ impl<B: Send + 'static> Pool<B> {
         if !at_max {
             entry.open += 1;
             *open += 1;
-            return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
+            return (
+                Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin))),
+                now,
+            );
         }
         if fresh || !resendable {
             if let Some(lru) = entry.idle.pop_front() {
                 idle.remove(&lru);
-                return Step::Replace(lru);
+                return (Step::Replace(lru), now);
             }
         }
-        Step::Wait(Waiting::enqueue(
-            self,
-            origin,
-            &mut entry.waiters,
-            next_waiter,
-        ))
+        let waiting = Waiting::enqueue(self, origin, &mut entry.waiters, next_waiter);
+        (Step::Wait(waiting), now)
     }
 
     /// Opens a connection to `origin` in `slot`; its hyper connection future starts
@@ -276,6 +274,14 @@ impl<B: Send + 'static> Pool<B> {
 }
 
 impl<B> Pool<B> {
+    /// Until when a checkout that began at `began` may wait, and the limit, for its
+    /// error.
+    fn wait_until(&self, began: Instant) -> Option<(Instant, Duration)> {
+        self.config
+            .checkout_timeout
+            .map(|limit| (deadline::deadline_after(began, limit), limit))
+    }
+
     /// How long `idle` may have been idle for a request that may not be resent.
     fn unresendable_limit(&self, origin: &Origin, idle: &Idle<B>) -> Duration {
         let evidence = self.evidence(&self.lock().learned, origin);
