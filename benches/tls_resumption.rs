@@ -36,12 +36,17 @@
 //! other. Per client: one opening request (a full handshake, the cache is empty), then
 //! `REQUESTS` (default 10) each after `GAP_MS` (default 1500), then `REQUESTS` each
 //! after `CONTROL_GAP_MS` (default 250); `IDLE_TIMEOUT_MS` defaults to 1000. With the
-//! defaults a server takes about 55 s (three clients), the whole run under 2 minutes.
+//! defaults a server takes about 52 s (three clients), the whole run under 2 minutes.
 //! Printed per client and series: the requests, connections opened (closefirst's
 //! `PoolStats::connections_opened`, and the server's count), full and resumed
 //! handshakes the server completed, and the latency of the requests (median and max),
 //! each measured from the request to the end of its body, so it holds the connect and
-//! the handshake when there was one.
+//! the handshake when there was one; for closefirst also why its connections were
+//! closed (`PoolStats::evictions`: at its own idle or learned timeout, the client
+//! first, or found closed by the server) and its probes (the first idle connection of
+//! an origin is kept, out of rotation, past the idle timeout until the server closes
+//! it or about twice the idle time has passed; a close seen that way is what closefirst
+//! learns).
 
 // This harness uses a part of the shared support code.
 #[allow(dead_code)]
@@ -211,11 +216,15 @@ impl Subject {
         })
     }
 
-    fn opened(&self) -> Option<u64> {
+    fn stats(&self) -> Option<closefirst::PoolStats> {
         match self {
-            Subject::Closefirst(client) => Some(client.stats().connections_opened),
+            Subject::Closefirst(client) => Some(client.stats()),
             Subject::HyperUtilLegacy(_) => None,
         }
+    }
+
+    fn opened(&self) -> Option<u64> {
+        self.stats().map(|s| s.connections_opened)
     }
 
     /// One GET with its body read to the end; returns how long it took.
@@ -253,7 +262,8 @@ impl Subject {
     }
 }
 
-/// The opening request and the two series of client `name`, from a spawned task.
+/// The opening request and the two series of client `name`, from a spawned task, and
+/// closefirst's pool stats at the end.
 async fn run_client(
     name: &'static str,
     subject: Subject,
@@ -261,7 +271,7 @@ async fn run_client(
     counters: Option<Counters>,
     requests: usize,
     gaps: [Duration; 2],
-) -> Result<Vec<Series>, String> {
+) -> Result<(Vec<Series>, Option<closefirst::PoolStats>), String> {
     let plan = [
         ("opening", 1, Duration::ZERO),
         (PAST_IDLE, requests, gaps[0]),
@@ -297,7 +307,7 @@ async fn run_client(
         }
         done.push(result);
     }
-    Ok(done)
+    Ok((done, subject.stats()))
 }
 
 /// Connections opened and their handshakes by client and series, from nginx's access
@@ -375,7 +385,7 @@ fn in_process(cert: &TestCert, settings: &Settings) -> Result<(), String> {
     ));
     println!("\n== in-process hyper server behind tokio-rustls (TLS 1.3) on {addr}");
     for name in CLIENTS {
-        let series = run(
+        let (series, stats) = run(
             &rt,
             name,
             cert,
@@ -383,7 +393,7 @@ fn in_process(cert: &TestCert, settings: &Settings) -> Result<(), String> {
             Some(&counters),
             settings,
         )?;
-        print_client(name, &series);
+        print_client(name, &series, stats.as_ref());
     }
     Ok(())
 }
@@ -422,11 +432,11 @@ fn with_nginx(cert: &TestCert, settings: &Settings) -> Result<(), String> {
         let rt = support::subject::runtime();
         for name in CLIENTS {
             let base = format!("https://{}", server.addr());
-            let mut series = run(&rt, name, cert, &base, None, settings)?;
+            let (mut series, stats) = run(&rt, name, cert, &base, None, settings)?;
             for s in &mut series {
                 count_from_log(&log, name, s)?;
             }
-            print_client(name, &series);
+            print_client(name, &series, stats.as_ref());
         }
         Ok(())
     })();
@@ -443,7 +453,7 @@ fn run(
     base: &str,
     counters: Option<&Counters>,
     settings: &Settings,
-) -> Result<Vec<Series>, String> {
+) -> Result<(Vec<Series>, Option<closefirst::PoolStats>), String> {
     let subject = Subject::new(name, cert, settings.idle_timeout)?;
     let task = run_client(
         name,
@@ -457,7 +467,9 @@ fn run(
         .map_err(|e| format!("{name}'s task failed: {e}"))?
 }
 
-fn print_client(name: &str, series: &[Series]) {
+/// The client's table, and for closefirst how its connections ended: closed at its
+/// idle timeout (the client first) or found closed by the server, and its probes.
+fn print_client(name: &str, series: &[Series], stats: Option<&closefirst::PoolStats>) {
     println!(
         "{name:<25} {:<12} {:>8} {:>14} {:>6} {:>8} {:>12} {:>10}",
         "series", "requests", "opened cl/srv", "full", "resumed", "median ms", "max ms"
@@ -488,6 +500,26 @@ fn print_client(name: &str, series: &[Series]) {
             s.handshakes.resumed,
             median.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,
+        );
+    }
+    if let Some(stats) = stats {
+        let evicted: Vec<String> = stats
+            .evictions
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        let p = &stats.probes;
+        println!(
+            "{name:<25} evicted: {}; probes started {}, proven {}, closed by the server {}",
+            if evicted.is_empty() {
+                "none".to_owned()
+            } else {
+                evicted.join(", ")
+            },
+            p.started,
+            p.proven,
+            p.closed_by_server
         );
     }
 }
