@@ -307,7 +307,12 @@ fn main() -> ExitCode {
                 let cert = TestCert::new();
                 let accepted = support::server::Accepted::default();
                 let handshakes = Handshakes::default();
-                let addr = rt.block_on(tls::start(&cert, accepted.clone(), handshakes.clone()));
+                let addr = rt.block_on(tls::start(
+                    &cert,
+                    accepted.clone(),
+                    handshakes.clone(),
+                    None,
+                ));
                 tls_origin = Some(TlsOrigin { cert, handshakes });
                 Target::new(addr, support::server::BODY.len(), Some(accepted))
             }

@@ -123,6 +123,7 @@ fn main() -> ExitCode {
     let config = nginx::Config {
         keepalive_timeout: KEEPALIVE,
         access_log: Some(log.clone()),
+        tls: None,
     };
     let server = match Nginx::start(&config) {
         Ok(Some(n)) => n,

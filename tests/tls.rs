@@ -2,7 +2,8 @@
 //! speaking TLS with a self-signed certificate (rcgen): reuse and socket options over
 //! TLS, the server's idle close (`close_notify` + FIN) seen by the pre-reuse peek
 //! while the client's thread is blocked, the same close just after the request was
-//! written (a GET resent, a POST run once), and certificate errors.
+//! written (a GET resent, a POST run once), certificate errors, and session
+//! resumption on the connection that replaces one the client closed for idleness.
 #![cfg(feature = "rustls")]
 
 mod support;
@@ -11,6 +12,8 @@ mod support;
 mod harness;
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -285,5 +288,108 @@ fn a_custom_tls_connector_through_wrapped_keeps_the_resend_rules() {
             .unwrap_or_else(|e| panic!("the GET is resent: {e:?}"));
         assert_eq!(info(&resp).attempts, 2);
         assert_eq!(origin.executions("raced"), 2);
+    });
+}
+
+/// A TLS server of the test's own, as the lab origin does not say how a handshake went:
+/// hyper's HTTP/1.1 server behind tokio-rustls (rustls's default session cache, so
+/// it issues TLS 1.3 tickets), keep-alive on, never closing a connection itself,
+/// counting accepted connections and resumed handshakes
+/// (`ServerConnection::handshake_kind`). Stops accepting when dropped.
+struct HandshakeCounter {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    resumed: Arc<AtomicUsize>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl HandshakeCounter {
+    async fn start(config: rustls::ServerConfig) -> HandshakeCounter {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback listener");
+        let addr = listener.local_addr().expect("a bound address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let resumed = Arc::new(AtomicUsize::new(0));
+        let (counted, resumptions) = (Arc::clone(&accepted), Arc::clone(&resumed));
+        let accept_loop = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, resumptions) = (acceptor.clone(), Arc::clone(&resumptions));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        resumptions.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        HandshakeCounter {
+            addr,
+            accepted,
+            resumed,
+            accept_loop,
+        }
+    }
+}
+
+impl Drop for HandshakeCounter {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+/// A connection the client closed for idleness is replaced by one whose handshake
+/// resumes the session: the client keeps its rustls configuration, and so its ticket
+/// store, across connections. The same client with resumption turned off makes a full
+/// handshake each time, which shows the server's count can tell.
+#[test]
+fn a_connection_after_an_idle_close_resumes_the_tls_session() {
+    isolated(Flavor::Multi, || async {
+        let cert = TestCert::new();
+        for resume in [true, false] {
+            let server = HandshakeCounter::start(cert.server_config()).await;
+            let url = format!("https://{}/", server.addr);
+            let mut config = cert.client_config();
+            if !resume {
+                config.resumption = rustls::client::Resumption::disabled();
+            }
+            let client: Client<Empty<Bytes>> = Client::builder()
+                .idle_timeout(Duration::from_millis(50))
+                // Fixed: no probe keeps a connection past the idle timeout.
+                .learn_idle_timeout(false)
+                .tls_config(config)
+                .build()
+                .expect("valid settings");
+            for closed in 1..=3 {
+                let (info, body) = support::get(&client, &url).await;
+                assert_eq!(body, "ok");
+                assert!(!info.reused, "request {closed} opened a connection");
+                // The pool closes the idle connection itself, after its idle timeout.
+                support::until(&client, |s| s.evictions.idle_timeout == closed).await;
+            }
+            assert_eq!(client.stats().connections_opened, 3);
+            assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+            let resumed = server.resumed.load(Ordering::SeqCst);
+            if resume {
+                assert_eq!(
+                    resumed, 2,
+                    "the first handshake is full, the next two resume"
+                );
+            } else {
+                assert_eq!(resumed, 0, "resumption off: every handshake is full");
+            }
+        }
     });
 }

@@ -7,6 +7,7 @@
 //! closed by the server during a run; never with a `Keep-Alive` header),
 //! `keepalive_requests` large enough that no connection is retired by count, an access
 //! log only where [`Config`] asks for one, and `return 200 "ok\n";` for every request.
+//! Plain HTTP, or TLS 1.3 only with a certificate the bench gives ([`Config::tls`]).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,7 +33,20 @@ pub(crate) struct Config {
     /// Where nginx appends one line per request, `$connection $connection_requests
     /// $request_uri` (the connection's serial number, the request's number on it, the
     /// path), unbuffered; `None` for no access log. The file is the caller's to remove.
+    /// With TLS also `$ssl_session_reused` (`r` when the connection's handshake resumed
+    /// a session, `.` otherwise) at the end of the line.
     pub(crate) access_log: Option<PathBuf>,
+    /// Serve HTTPS, TLS 1.3 only, with this certificate and key (written to nginx's
+    /// temporary directory), nginx's default session tickets on; `None` for plain HTTP.
+    pub(crate) tls: Option<TlsPem>,
+}
+
+/// A certificate chain and its private key, in PEM.
+// Only `tls_resumption.rs` serves TLS; the other benches include this file too.
+#[allow(dead_code)]
+pub(crate) struct TlsPem {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Default for Config {
@@ -41,6 +55,7 @@ impl Default for Config {
         Self {
             keepalive_timeout: Duration::from_secs(75),
             access_log: None,
+            tls: None,
         }
     }
 }
@@ -81,6 +96,10 @@ impl Nginx {
         std::fs::create_dir_all(dir.join("logs"))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if let Some(tls) = &config.tls {
+            std::fs::write(dir.join("cert.pem"), &tls.cert)?;
+            std::fs::write(dir.join("key.pem"), &tls.key)?;
+        }
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(dir, addr, config))?;
         let child = Command::new(binary)
@@ -169,15 +188,31 @@ impl Drop for Nginx {
 
 fn nginx_conf(dir: &Path, addr: SocketAddr, config: &Config) -> String {
     let keepalive_ms = config.keepalive_timeout.as_millis();
+    let reused = if config.tls.is_some() {
+        " $ssl_session_reused"
+    } else {
+        ""
+    };
     let access_log = match &config.access_log {
         Some(path) => format!(
-            "log_format connections '$connection $connection_requests $request_uri';\n    \
+            "log_format connections '$connection $connection_requests $request_uri{reused}';\n    \
              access_log {} connections;",
             path.display()
         ),
         None => "access_log off;".to_owned(),
     };
     let dir = dir.display();
+    let (listen, tls) = match config.tls {
+        Some(_) => (
+            format!("{addr} ssl"),
+            format!(
+                "ssl_certificate {dir}/cert.pem;\n        \
+                 ssl_certificate_key {dir}/key.pem;\n        \
+                 ssl_protocols TLSv1.3;"
+            ),
+        ),
+        None => (addr.to_string(), String::new()),
+    };
     format!(
         r#"daemon off;
 worker_processes 1;
@@ -196,7 +231,8 @@ http {{
     keepalive_timeout {keepalive_ms}ms;
     keepalive_requests 1000000000;
     server {{
-        listen {addr};
+        listen {listen};
+        {tls}
         location / {{
             return 200 "ok\n";
         }}

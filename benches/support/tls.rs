@@ -4,12 +4,14 @@
 //! behind a tokio-rustls acceptor that speaks TLS 1.3 only and counts full and resumed
 //! handshakes, and the two clients compared over it: closefirst with its `rustls`
 //! feature and hyper-util's legacy client over hyper-rustls, each trusting that
-//! certificate only.
+//! certificate only. `tls_resumption.rs` includes it too: the same server, with an
+//! idle timeout, and the certificate in PEM for nginx.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Uri};
@@ -22,6 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::HandshakeKind;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::support::server::{Accepted, BODY};
@@ -37,6 +40,9 @@ type LegacyTlsClient =
 pub(crate) struct TestCert {
     cert: CertificateDer<'static>,
     key: Vec<u8>,
+    /// The same certificate and key in PEM, for nginx.
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl TestCert {
@@ -49,7 +55,16 @@ impl TestCert {
         TestCert {
             cert: cert.der().clone(),
             key: key_pair.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key_pair.serialize_pem(),
         }
+    }
+
+    /// The certificate and its key in PEM, in that order.
+    // Only `tls_resumption.rs` serves nginx over TLS; `alternate.rs` includes this file too.
+    #[allow(dead_code)]
+    pub(crate) fn pem(&self) -> (&str, &str) {
+        (&self.cert_pem, &self.key_pem)
     }
 
     /// The server's configuration: this certificate, TLS 1.3 only, `ring`; rustls's
@@ -134,11 +149,14 @@ impl Handshakes {
 /// Starts the in-process server behind TLS on the current runtime; it runs until the
 /// runtime is dropped. Same service, keep-alive and `TCP_NODELAY` as `server::start`;
 /// `accepted` counts TCP connections, `handshakes` the TLS handshakes by kind (read
-/// with `ServerConnection::handshake_kind` once each completes).
+/// with `ServerConnection::handshake_kind` once each completes). With `idle_timeout`,
+/// a connection that has had no request for that long is closed as nginx closes it
+/// (`close_notify`, then FIN); without, it stays open until the client closes it.
 pub(crate) async fn start(
     cert: &TestCert,
     accepted: Accepted,
     handshakes: Handshakes,
+    idle_timeout: Option<Duration>,
 ) -> SocketAddr {
     let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()));
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -166,13 +184,45 @@ pub(crate) async fn start(
                     _ => &handshakes.0.full,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(BODY))))
-                });
-                let _ = http1::Builder::new()
+                // When the last request arrived (or the handshake completed). The
+                // response is one small write right after, so its idle timer starts
+                // about where nginx's would.
+                let last_request = Arc::new(Mutex::new(Instant::now()));
+                let service = {
+                    let last_request = Arc::clone(&last_request);
+                    service_fn(move |_req| {
+                        *last_request.lock().expect("never poisoned") = Instant::now();
+                        async {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(BODY),
+                            )))
+                        }
+                    })
+                };
+                let conn = http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .serve_connection(TokioIo::new(stream), service);
+                let Some(idle_timeout) = idle_timeout else {
+                    let _ = conn.await;
+                    return;
+                };
+                tokio::pin!(conn);
+                loop {
+                    let deadline = *last_request.lock().expect("never poisoned") + idle_timeout;
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                    if *last_request.lock().expect("never poisoned") + idle_timeout
+                        <= Instant::now()
+                    {
+                        // Idle that long: hyper closes an idle connection at once
+                        // (one with a request in progress after its response).
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                        return;
+                    }
+                }
             });
         }
     });
