@@ -22,7 +22,8 @@ use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
 use crate::origin;
-use crate::pool::{ConnectFn, Connected, Pool};
+use crate::origin::Origin;
+use crate::pool::{ConnectFn, Connected, Owner, Pool};
 use crate::retry::{self, Policy, Retrier};
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
@@ -37,9 +38,15 @@ use crate::retry::{self, Policy, Retrier};
 /// The pool's background tasks (one per connection, one reaper) run on the tokio
 /// runtime the requests are made on; they end when the last clone of the client is
 /// dropped and its connections are closed.
+///
+/// Dropping the last clone closes every idle connection at once (the client sends the
+/// FIN), as [`close_idle`](Client::close_idle) does; a request still in flight
+/// finishes, and its connection is closed when its response ends.
 pub struct Client<B> {
     dispatch: Dispatch<ReplayBody<B>>,
     retrier: Arc<Retrier>,
+    /// Shared by the clones, not by requests in flight: see [`Owner`].
+    owner: Arc<Owner<ReplayBody<B>>>,
 }
 
 impl<B: Body> Client<B> {
@@ -77,9 +84,11 @@ impl<B: Body> Client<B> {
         });
         // The pool's own resends and the retry layer's decisions count in one place.
         let counters = Arc::new(RetryCounters::default());
+        let pool = Pool::new(config, connect);
         Client {
+            owner: Arc::new(Owner::new(Arc::clone(&pool))),
             dispatch: Dispatch {
-                pool: Pool::new(config, connect),
+                pool,
                 counters: Arc::clone(&counters),
             },
             retrier: Arc::new(Retrier::new(policy, counters)),
@@ -124,6 +133,30 @@ impl<B: Body> Client<B> {
     pub fn origin_stats(&self) -> Vec<crate::OriginStats> {
         self.dispatch.pool.origin_stats()
     }
+
+    /// Closes every idle connection now, to every origin: the client sends the FIN.
+    /// Returns how many it closed, each counted under
+    /// [`Evictions::closed_by_user`](crate::Evictions::closed_by_user).
+    ///
+    /// Connections carrying a request, or whose response body is still being read, are
+    /// not affected: they go back to the pool as usual when their response ends. An
+    /// origin's probe (see [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout))
+    /// is idle too and is closed with the others; nothing is learned from it. Later
+    /// requests open new connections. Use it before a deploy that drains the servers,
+    /// when the addresses behind a name changed, or to free sockets in a quiet period.
+    pub fn close_idle(&self) -> usize {
+        self.dispatch.pool.close_idle(None)
+    }
+
+    /// Closes every idle connection to the origin of `uri` (its scheme, host and port;
+    /// the path is ignored) now, as [`close_idle`](Client::close_idle) does for all of
+    /// them. Returns how many it closed. Fails with an error for which
+    /// [`is_invalid_uri`](Error::is_invalid_uri) is true if `uri` names no origin (no
+    /// scheme or host, or a scheme other than `http` and `https`).
+    pub fn close_idle_origin(&self, uri: &Uri) -> Result<usize, Error> {
+        let origin = Origin::from_uri(uri)?;
+        Ok(self.dispatch.pool.close_idle(Some(&origin)))
+    }
 }
 
 /// A connector's error as the client reports it: the built-in connector already
@@ -140,6 +173,7 @@ impl<B> Clone for Client<B> {
         Client {
             dispatch: self.dispatch.clone(),
             retrier: Arc::clone(&self.retrier),
+            owner: Arc::clone(&self.owner),
         }
     }
 }

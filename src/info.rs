@@ -1,44 +1,12 @@
 //! What the pool tells about a response's connection and about itself.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Facts about the connection a response came on, attached to every response as an
-/// [`http::Extensions`] entry.
-///
-/// ```no_run
-/// # async fn demo(client: closefirst::Client<http_body_util::Empty<bytes::Bytes>>) -> Result<(), closefirst::Error> {
-/// let req = http::Request::get("http://127.0.0.1:8080/").body(Default::default()).unwrap();
-/// let resp = client.request(req).await?;
-/// let info = resp.extensions().get::<closefirst::ConnectionInfo>().expect("always attached");
-/// println!("connection {} reused={} after {:?} idle", info.id, info.reused, info.idle_for);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ConnectionInfo {
-    /// The pool's identifier for the connection, unique within the process.
-    pub id: u64,
-    /// Whether the connection had served an earlier request.
-    pub reused: bool,
-    /// How long the connection had been idle before this request, counted from when
-    /// the previous response's head arrived (the earliest moment the server can have
-    /// started its idle timer; see the crate docs), zero for a new connection.
-    pub idle_for: Duration,
-    /// How many requests the connection has carried, this one included.
-    pub requests: u64,
-    /// The peer's address, when the connector reports it.
-    pub remote_addr: Option<SocketAddr>,
-    /// The connection's own (local) address, when the connector reports it: with the
-    /// peer's, it names the connection in the server's logs and in `ss`/`netstat`.
-    pub local_addr: Option<SocketAddr>,
-    /// How many attempts the response took (1 when the first attempt succeeded).
-    pub attempts: u32,
-    /// The socket options as the kernel reported them when the connection was opened,
-    /// when the connector gives access to the socket.
-    pub socket: Option<SocketOptions>,
-}
+mod connection;
+
+pub use connection::ConnectionInfo;
+pub(crate) use connection::Poison;
 
 /// A snapshot of the pool's counters, from [`Client::stats`](crate::Client::stats).
 ///
@@ -303,6 +271,13 @@ pub struct Evictions {
     /// Handed to the caller after `101 Switching Protocols`
     /// (`hyper::upgrade::on`); it never returns to the pool.
     pub upgraded: u64,
+    /// Closed idle by [`Client::close_idle`](crate::Client::close_idle) or
+    /// [`Client::close_idle_origin`](crate::Client::close_idle_origin), or because the
+    /// last clone of the client was dropped (the client sends the FIN).
+    pub closed_by_user: u64,
+    /// Closed instead of reused because the caller marked it with
+    /// [`ConnectionInfo::poison`].
+    pub poisoned: u64,
 }
 
 impl Evictions {
@@ -331,6 +306,8 @@ impl Evictions {
             request_failed,
             response_unfinished,
             upgraded,
+            closed_by_user,
+            poisoned,
         } = *self;
         [
             ("idle_timeout", idle_timeout),
@@ -347,6 +324,8 @@ impl Evictions {
             ("request_failed", request_failed),
             ("response_unfinished", response_unfinished),
             ("upgraded", upgraded),
+            ("closed_by_user", closed_by_user),
+            ("poisoned", poisoned),
         ]
         .into_iter()
     }

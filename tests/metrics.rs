@@ -210,6 +210,8 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
         "learned_timeout",
         "connection_limit",
         "task_gone",
+        "closed_by_user",
+        "poisoned",
     ] {
         assert_eq!(evictions(&plain, reason), 0, "{reason}");
     }

@@ -80,13 +80,16 @@ impl<B: Send + 'static> Pool<B> {
         }
         let mut displaced = None;
         let mut start_reaper = None;
-        if self.config.max_idle_per_origin == 0 {
-            displaced = Some(idle);
+        if state.closed {
+            // No client is left to reuse it.
+            displaced = Some((idle, Evict::ClosedByUser));
+        } else if self.config.max_idle_per_origin == 0 {
+            displaced = Some((idle, Evict::IdleListFull));
         } else {
             if entry.idle.len() >= self.config.max_idle_per_origin {
-                displaced = entry.idle.pop_front();
-                if let Some(lru) = &displaced {
-                    state.idle.remove(lru);
+                if let Some(lru) = entry.idle.pop_front() {
+                    state.idle.remove(&lru);
+                    displaced = Some((lru, Evict::IdleListFull));
                 }
             }
             let key = idle.key();
@@ -99,9 +102,9 @@ impl<B: Send + 'static> Pool<B> {
         if let Some(generation) = start_reaper {
             self.start_reaper(generation);
         }
-        if let Some(idle) = displaced {
+        if let Some((idle, reason)) = displaced {
             let idle_for = now.saturating_duration_since(idle.since);
-            self.evict(&origin, idle.conn, Evict::IdleListFull, idle_for, "");
+            self.evict(&origin, idle.conn, reason, idle_for, "");
         }
     }
 

@@ -302,6 +302,10 @@ impl<B> Pool<B> {
             // A connection granted to a waiter whose deadline passed on the way.
             return Err(self.retire(origin, conn, reason, idle_for, ""));
         }
+        if conn.poisoned() {
+            // Marked since its check-in; the reaper has not got to it yet.
+            return Err(self.retire(origin, conn, Evict::Poisoned, idle_for, ""));
+        }
         if conn.woken_at().is_some() && !conn.read_wake() {
             // The reaper has not got to it yet.
             return Err(self.retire_ended(origin, conn, since, false));

@@ -145,6 +145,7 @@ impl<B> Pool<B> {
                 let woken_here =
                     |idle: &Idle<B>| idle.conn.id == id && idle.conn.woken_at().is_some();
                 if entry.probe.as_ref().is_some_and(woken_here) {
+                    // (A probe is never handed out, so never poisoned.)
                     let open = entry
                         .probe
                         .as_mut()
@@ -155,15 +156,28 @@ impl<B> Pool<B> {
                     }
                     continue;
                 }
-                let Some(position) = entry.idle.iter().position(woken_here) else {
+                let Some(position) = entry.idle.iter().position(|idle| idle.conn.id == id) else {
                     continue;
                 };
-                if entry.idle[position].conn.read_wake() {
+                let conn = &mut entry.idle[position].conn;
+                // Listed by `ConnectionInfo::poison` rather than woken: closed now.
+                let poisoned = conn.poisoned();
+                if !poisoned && (conn.woken_at().is_none() || conn.read_wake()) {
                     continue;
                 }
                 if let Some(idle) = entry.idle.remove(position) {
                     state.idle.remove(&idle);
-                    news.push((origin, idle, false));
+                    if poisoned {
+                        expired.push((
+                            origin,
+                            Idle {
+                                reason: Evict::Poisoned,
+                                ..idle
+                            },
+                        ));
+                    } else {
+                        news.push((origin, idle, false));
+                    }
                 }
             }
             while let Some((id, origin)) = state.idle.pop_expired(now) {

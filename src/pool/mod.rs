@@ -10,7 +10,9 @@
 //! - [`checkout`]: how a request gets a connection, and the last look before reuse;
 //! - [`checkin`]: how a connection comes back, and how one that ended is closed;
 //! - [`evict`]: closing and counting a connection, and the reaper that closes idle
-//!   connections at their deadlines.
+//!   connections at their deadlines;
+//! - [`control`]: closing idle connections on the user's request, and when the last
+//!   clone of the client goes.
 //!
 //! One connection's life: [`connection`] (its states, who polls hyper's future, how a
 //! wake is read; `connection/end.rs`, who ended it; `connection/waker.rs`, the idle
@@ -35,6 +37,7 @@
 mod checkin;
 mod checkout;
 mod connection;
+mod control;
 mod deadline;
 mod evict;
 mod idle;
@@ -56,6 +59,7 @@ use crate::config::PoolConfig;
 use crate::origin::Origin;
 
 pub(crate) use connection::{Conn, ConnectFn, Connected};
+pub(crate) use control::Owner;
 pub(crate) use stats::Evict;
 
 use idle::{Idle, IdleIndex};
@@ -94,6 +98,9 @@ struct State<B> {
     learned: learn::LearnedOrigins,
     /// Names each waiter, so that a cancelled one can be found and removed.
     next_waiter: u64,
+    /// The last clone of the client has gone: connections coming back are closed (see
+    /// [`Owner`]).
+    closed: bool,
 }
 
 /// One origin's connections and waiters.
@@ -156,6 +163,7 @@ impl<B: Send + 'static> Pool<B> {
                 reaper_generation: 0,
                 learned: learn::LearnedOrigins::new(),
                 next_waiter: 0,
+                closed: false,
             }),
             config,
             connect,

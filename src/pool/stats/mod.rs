@@ -52,14 +52,18 @@ pub(crate) enum Evict {
     ResponseUnfinished,
     /// Handed to the caller after `101 Switching Protocols`.
     Upgraded,
+    /// Closed by `Client::close_idle`, or as the last clone of the client went.
+    ClosedByUser,
+    /// The caller marked it not reusable (`ConnectionInfo::poison`).
+    Poisoned,
 }
 
 // Indexing the counters with `reason as usize` relies on this: the last variant's
 // index is the last slot of the array.
-const _: () = assert!(Evict::Upgraded as usize + 1 == Evict::COUNT);
+const _: () = assert!(Evict::Poisoned as usize + 1 == Evict::COUNT);
 
 impl Evict {
-    pub(crate) const COUNT: usize = 14;
+    pub(crate) const COUNT: usize = 16;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -79,6 +83,8 @@ impl Evict {
             Evict::RequestFailed => "a request on it failed",
             Evict::ResponseUnfinished => "response body dropped before its end",
             Evict::Upgraded => "upgraded (101 Switching Protocols)",
+            Evict::ClosedByUser => "closed by the user",
+            Evict::Poisoned => "poisoned by the caller",
         }
     }
 }
@@ -175,6 +181,8 @@ fn evictions(counters: &[AtomicU64; Evict::COUNT]) -> Evictions {
         upgraded: e(Evict::Upgraded),
         learned_timeout: e(Evict::LearnedTimeout),
         cancelled: e(Evict::Cancelled),
+        closed_by_user: e(Evict::ClosedByUser),
+        poisoned: e(Evict::Poisoned),
     }
 }
 
