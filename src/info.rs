@@ -26,8 +26,13 @@ pub struct PoolStats {
     /// Connections open or being opened and not idle: carrying a request, or waiting
     /// for their response body to be read.
     pub active: usize,
-    /// Requests waiting for a connection under `max_connections_per_origin`.
+    /// Requests waiting for a connection under `max_connections_per_origin` or
+    /// `max_connections_total`.
     pub waiting: usize,
+    /// Of `waiting`, the requests waiting for room under `max_connections_total` (their
+    /// origin is below its own limit). Above zero, the client as a whole is at its cap;
+    /// they are served in arrival order across origins.
+    pub waiting_for_room: usize,
     /// Connections removed from the pool, by reason.
     pub evictions: Evictions,
     /// Failed requests sent again, by how far they had got.
@@ -66,7 +71,7 @@ pub struct OriginStats {
     /// Connections to this origin open or being opened and not idle.
     pub active: usize,
     /// Requests waiting for a connection to this origin under
-    /// `max_connections_per_origin`.
+    /// `max_connections_per_origin` or `max_connections_total`.
     pub waiting: usize,
     /// Connections opened to this origin.
     pub connections_opened: u64,
@@ -278,6 +283,13 @@ pub struct Evictions {
     /// Closed instead of reused because the caller marked it with
     /// [`ConnectionInfo::poison`].
     pub poisoned: u64,
+    /// Closed because `max_idle_total` connections were already idle across all
+    /// origins; the least recently used one, of any origin, goes.
+    pub idle_total_full: u64,
+    /// Closed to make room at `max_connections_total` for a request that needed a new
+    /// connection: the least recently used idle connection of any origin, or one
+    /// checked in while requests to other origins were waiting for room.
+    pub connection_total_limit: u64,
 }
 
 impl Evictions {
@@ -308,6 +320,8 @@ impl Evictions {
             upgraded,
             closed_by_user,
             poisoned,
+            idle_total_full,
+            connection_total_limit,
         } = *self;
         [
             ("idle_timeout", idle_timeout),
@@ -326,6 +340,8 @@ impl Evictions {
             ("upgraded", upgraded),
             ("closed_by_user", closed_by_user),
             ("poisoned", poisoned),
+            ("idle_total_full", idle_total_full),
+            ("connection_total_limit", connection_total_limit),
         ]
         .into_iter()
     }

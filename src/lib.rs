@@ -97,7 +97,9 @@
 //!    a [`connect`] connector (`TcpConnector` resolves with a [`dns`] resolver and sets
 //!    [`TcpKeepalive`] and the other socket options; TLS on top for `https` with the
 //!    `rustls` feature; or a Unix socket), or waits in a FIFO queue at
-//!    `max_connections_per_origin`.
+//!    `max_connections_per_origin` (or, at `max_connections_total`, closes another
+//!    origin's least recently used idle connection, or waits for room in arrival order
+//!    across origins).
 //! 4. On the response head, `header` reads `Connection` and `Keep-Alive`, and the
 //!    connection's idle period begins (the earliest moment the server can have started
 //!    its own timer); when the body ends, the pool checks the connection in with a

@@ -88,7 +88,7 @@ pub fn describe() {
     describe_gauge!(
         "closefirst.pool.waiting_requests",
         Unit::Count,
-        "Requests waiting for a connection under max_connections_per_origin."
+        "Requests waiting for a connection under max_connections_per_origin or max_connections_total."
     );
     describe_gauge!(
         "closefirst.pool.idle_deadline",

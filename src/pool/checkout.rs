@@ -138,6 +138,7 @@ impl<B: Send + 'static> Pool<B> {
             open,
             learned,
             next_waiter,
+            starved,
             ..
         } = &mut *guard;
         let now = Instant::now();
@@ -192,9 +193,8 @@ impl<B: Send + 'static> Pool<B> {
                 {
                     // Idle too long for a request that may not be resent; the older ones
                     // have been idle longer. It stays for requests that may be.
-                    let key = candidate.key();
+                    idle.insert(&candidate, &entry.origin);
                     entry.idle.push_back(candidate);
-                    idle.insert(key, &entry.origin);
                     break;
                 } else {
                     return Step::Reuse(candidate);
@@ -222,9 +222,20 @@ impl<B: Send + 'static> Pool<B> {
             .max_connections_per_origin
             .is_some_and(|max| entry.open >= max);
         if !at_max {
-            entry.open += 1;
-            *open += 1;
-            return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
+            let room = self
+                .config
+                .max_connections_total
+                .is_none_or(|max| *open < max && starved.is_empty());
+            if room {
+                entry.open += 1;
+                *open += 1;
+                return Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin)));
+            }
+            // At `max_connections_total`: wait for room, in arrival order across origins.
+            let shared = Arc::clone(&entry.origin);
+            let mut waiting = Waiting::enqueue(self, origin, &mut entry.waiters, next_waiter);
+            self.wait_for_room(&mut guard, &shared, &mut waiting, closing);
+            return Step::Wait(waiting);
         }
         if fresh || !resendable {
             if let Some(lru) = entry.idle.pop_front() {

@@ -202,14 +202,14 @@ impl<B> Pool<B> {
                         reason,
                         ..idle
                     };
-                    state.idle.insert(idle.key(), &entry.origin);
+                    state.idle.insert(&idle, &entry.origin);
                     entry.idle.push_front(idle);
                     continue;
                 }
                 if reason == Evict::IdleTimeout && entry.probe.is_none() {
                     if let Some(at) = self.probe_deadline(&idle, &evidence, now) {
                         idle.deadline = at;
-                        state.idle.insert(idle.key(), &entry.origin);
+                        state.idle.insert(&idle, &entry.origin);
                         entry.probe = Some(idle);
                         probes_started += 1;
                         continue;
@@ -250,8 +250,9 @@ impl<B> Pool<B> {
 }
 
 impl<B> Pool<B> {
-    /// Closes what a checkout found unusable on its way; a close by the server is an
-    /// observation of its idle timer.
+    /// Closes what a checkout found unusable on its way (connections of `origin`, and
+    /// one of any origin closed to make room under `max_connections_total`); a close by
+    /// the server is an observation of its idle timer.
     #[inline]
     pub(super) fn close_all(&self, origin: &Origin, closing: Vec<Closing<B>>, now: Instant) {
         for Closing {
@@ -261,6 +262,12 @@ impl<B> Pool<B> {
             detail,
         } in closing
         {
+            if reason == Evict::ConnectionTotalLimit {
+                let other = Arc::clone(conn.shared_origin());
+                let idle_for = now.saturating_duration_since(since);
+                self.evict(&other, conn, reason, idle_for, detail);
+                continue;
+            }
             let idle_for = now.saturating_duration_since(since);
             if reason == Evict::ClosedByServer {
                 self.observe_server_close(origin, idle_for);

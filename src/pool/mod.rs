@@ -21,6 +21,8 @@
 //! Plain data structures beside them:
 //! - [`slots`]: an origin's connection count as [`Slot`]s and the FIFO queue of
 //!   waiters, each with its place and deadline;
+//! - [`total`]: the caps across origins, `max_connections_total` (requests waiting
+//!   for room in arrival order across origins) and `max_idle_total`;
 //! - [`idle`]: each origin's idle list and the pool-wide deadline index;
 //! - [`deadline`]: when an idle connection must close, as pure functions;
 //! - [`pending`]: connections whose response body is still being read;
@@ -47,8 +49,9 @@ mod slots;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod total;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -101,6 +104,9 @@ struct State<B> {
     /// The last clone of the client has gone: connections coming back are closed (see
     /// [`Owner`]).
     closed: bool,
+    /// Checkouts waiting for room under `max_connections_total` (their origin below its
+    /// own limit), by waiter id: arrival order across origins (see [`total`]).
+    starved: BTreeMap<u64, Arc<Origin>>,
 }
 
 /// One origin's connections and waiters.
@@ -156,7 +162,9 @@ impl<B: Send + 'static> Pool<B> {
         Arc::new(Pool {
             state: Mutex::new(State {
                 origins: HashMap::new(),
-                idle: IdleIndex::default(),
+                idle: IdleIndex::new(
+                    config.max_idle_total.is_some() || config.max_connections_total.is_some(),
+                ),
                 open: 0,
                 reaper_running: false,
                 reaper_wakes_at: None,
@@ -164,6 +172,7 @@ impl<B: Send + 'static> Pool<B> {
                 learned: learn::LearnedOrigins::new(),
                 next_waiter: 0,
                 closed: false,
+                starved: BTreeMap::new(),
             }),
             config,
             connect,

@@ -56,14 +56,18 @@ pub(crate) enum Evict {
     ClosedByUser,
     /// The caller marked it not reusable (`ConnectionInfo::poison`).
     Poisoned,
+    /// Closed because `max_idle_total` connections were already idle.
+    IdleTotalFull,
+    /// Closed to make room at `max_connections_total` for a request to any origin.
+    ConnectionTotalLimit,
 }
 
 // Indexing the counters with `reason as usize` relies on this: the last variant's
 // index is the last slot of the array.
-const _: () = assert!(Evict::Poisoned as usize + 1 == Evict::COUNT);
+const _: () = assert!(Evict::ConnectionTotalLimit as usize + 1 == Evict::COUNT);
 
 impl Evict {
-    pub(crate) const COUNT: usize = 16;
+    pub(crate) const COUNT: usize = 18;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -85,6 +89,8 @@ impl Evict {
             Evict::Upgraded => "upgraded (101 Switching Protocols)",
             Evict::ClosedByUser => "closed by the user",
             Evict::Poisoned => "poisoned by the caller",
+            Evict::IdleTotalFull => "max idle total",
+            Evict::ConnectionTotalLimit => "max connections total: making room for a request",
         }
     }
 }
@@ -102,7 +108,8 @@ pub(super) struct Closing<B> {
 pub(super) struct Counters {
     pub(super) opened: AtomicU64,
     pub(super) reuses: AtomicU64,
-    /// Checkouts waiting under `max_connections_per_origin` right now.
+    /// Checkouts waiting under `max_connections_per_origin` or `max_connections_total`
+    /// right now.
     pub(super) waiting: AtomicUsize,
     evictions: [AtomicU64; Evict::COUNT],
     /// Per-origin counters, outside the pool's lock.
@@ -183,12 +190,14 @@ fn evictions(counters: &[AtomicU64; Evict::COUNT]) -> Evictions {
         cancelled: e(Evict::Cancelled),
         closed_by_user: e(Evict::ClosedByUser),
         poisoned: e(Evict::Poisoned),
+        idle_total_full: e(Evict::IdleTotalFull),
+        connection_total_limit: e(Evict::ConnectionTotalLimit),
     }
 }
 
 impl<B> Pool<B> {
     pub(crate) fn stats(&self) -> PoolStats {
-        let (idle, open, learned, running) = {
+        let (idle, open, learned, running, waiting_for_room) = {
             let state = self.lock();
             let learned = if self.config.learn_idle_timeout {
                 state.learned.snapshot()
@@ -196,7 +205,8 @@ impl<B> Pool<B> {
                 Vec::new()
             };
             let running = state.origins.values().filter(|o| o.probe.is_some()).count();
-            (state.idle.len(), state.open, learned, running)
+            let starved = state.starved.len();
+            (state.idle.len(), state.open, learned, running, starved)
         };
         let learned = learned
             .into_iter()
@@ -208,6 +218,7 @@ impl<B> Pool<B> {
             idle,
             active: open - idle,
             waiting: self.counters.waiting.load(Ordering::Relaxed),
+            waiting_for_room,
             evictions: evictions(&self.counters.evictions),
             learned_idle_timeouts: learned,
             probes: Probes {

@@ -360,3 +360,5 @@ fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_
     );
     drop(response);
 }
+
+mod total;
