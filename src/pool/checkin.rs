@@ -73,7 +73,7 @@ impl<B: Send + 'static> Pool<B> {
         // Only when someone waits: a round trip through `grant_conn` copies the
         // connection twice, on every check-in.
         if !entry.waiters.is_empty() {
-            match slots::grant_conn(&mut entry.waiters, idle) {
+            match slots::grant_conn(&mut entry.waiters, &mut state.starved, idle) {
                 Some(not_taken) => idle = not_taken,
                 None => return,
             }

@@ -16,7 +16,7 @@
 //! comes back from a waiter that has gone is taken back at once, not dropped.
 
 use std::collections::hash_map::Entry;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -106,18 +106,41 @@ pub(super) struct Waiter<B> {
     pub(super) tx: oneshot::Sender<Turn<B>>,
 }
 
+impl<B> Waiter<B> {
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 /// Offers `conn` to the first live waiter of `waiters`; returns it when none took it.
+/// The waiter served leaves `starved` too, if it waited there.
 #[inline]
-pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, idle: Idle<B>) -> Option<Idle<B>> {
+pub(super) fn grant_conn<B>(
+    waiters: &mut VecDeque<Waiter<B>>,
+    starved: &mut BTreeMap<u64, Arc<Origin>>,
+    idle: Idle<B>,
+) -> Option<Idle<B>> {
     let mut idle = idle;
     while let Some(waiter) = waiters.pop_front() {
         match waiter.tx.send(Turn::Conn(idle)) {
-            Ok(()) => return None,
+            Ok(()) => {
+                served(starved, waiter.id);
+                return None;
+            }
             Err(Turn::Conn(returned)) => idle = returned,
             Err(Turn::Slot(_)) => unreachable!("a Conn grant comes back as sent"),
         }
     }
     Some(idle)
+}
+
+/// Waiter `id` was served: if it also waited for room under `max_connections_total`,
+/// it no longer does (so that no connection is closed to make room for it).
+#[inline]
+pub(super) fn served(starved: &mut BTreeMap<u64, Arc<Origin>>, id: u64) {
+    if !starved.is_empty() {
+        starved.remove(&id);
+    }
 }
 
 /// A checkout's place in the FIFO queue and the receiving end of its grant.
@@ -260,7 +283,10 @@ impl<B> Pool<B> {
         while let Some(waiter) = origin_state.waiters.pop_front() {
             let slot = Slot::new(weak.clone(), Arc::clone(&origin_state.origin));
             match waiter.tx.send(Turn::Slot(slot)) {
-                Ok(()) => return,
+                Ok(()) => {
+                    served(&mut state.starved, waiter.id);
+                    return;
+                }
                 Err(Turn::Slot(mut slot)) => slot.armed = false,
                 Err(Turn::Conn(_)) => unreachable!("a Permit grant comes back as sent"),
             }

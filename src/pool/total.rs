@@ -20,9 +20,10 @@
 //! map. Nothing here runs on a checkout that finds an idle connection or room, so
 //! checkout stays flat in the number of origins.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
-use super::slots::{Slot, Turn, Waiting};
+use super::slots::{self, Slot, Turn, Waiting};
 use super::stats::Closing;
 use super::{idle, Evict, Origin, OriginState, Pool, State};
 
@@ -77,7 +78,7 @@ impl<B> Pool<B> {
             }
             entry.open += 1;
             state.open += 1;
-            if !grant_slot(entry, weak) {
+            if !grant_slot(entry, &mut state.starved, weak) {
                 // None of its waiters is left.
                 entry.open -= 1;
                 state.open -= 1;
@@ -91,11 +92,19 @@ impl<B> Pool<B> {
 
 /// Gives a new slot of `entry`'s origin, already counted, to its first live waiter;
 /// `false` when none took it.
-fn grant_slot<B>(entry: &mut OriginState<B>, weak: &Weak<Pool<B>>) -> bool {
+fn grant_slot<B>(
+    entry: &mut OriginState<B>,
+    starved: &mut BTreeMap<u64, Arc<Origin>>,
+    weak: &Weak<Pool<B>>,
+) -> bool {
     while let Some(waiter) = entry.waiters.pop_front() {
         let slot = Slot::new(weak.clone(), Arc::clone(&entry.origin));
+        let id = waiter.id();
         match waiter.tx.send(Turn::Slot(slot)) {
-            Ok(()) => return true,
+            Ok(()) => {
+                slots::served(starved, id);
+                return true;
+            }
             Err(Turn::Slot(mut slot)) => slot.disarm(),
             Err(Turn::Conn(_)) => unreachable!("a Slot grant comes back as sent"),
         }

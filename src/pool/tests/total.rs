@@ -248,3 +248,23 @@ async fn max_idle_total_closes_the_least_recently_used_idle_connection_of_any_or
     assert!(pool.checkout(&b, false, true).await.unwrap().reused);
     assert!(pool.checkout(&c, false, true).await.unwrap().reused);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_served_by_its_own_origin_no_longer_waits_for_room() {
+    let (pool, _) = pool(total(2));
+    let (a, b) = (origin("a.test"), origin("b.test"));
+    let a1 = pool.checkout(&a, false, true).await.unwrap();
+    let b1 = pool.checkout(&b, false, true).await.unwrap();
+    let mut for_a = task::spawn(pool.checkout(&a, false, true));
+    assert!(for_a.poll().is_pending());
+    assert_eq!(pool.stats().waiting_for_room, 1);
+
+    // A's connection goes to A's waiter, which has not run yet: B's, checked in now,
+    // must not be closed to make room for a request already served.
+    pool.checkin(a1.conn, true);
+    pool.checkin(b1.conn, true);
+    let stats = pool.stats();
+    assert_eq!(stats.evictions.connection_total_limit, 0, "{stats:?}");
+    assert_eq!(stats.idle, 1);
+    assert!(ready(&mut for_a).await.expect("A's connection").reused);
+}
