@@ -148,6 +148,40 @@ impl<B: Body> Client<B> {
         self.dispatch.pool.close_idle(None)
     }
 
+    /// Opens connections to the origin of `uri` (its scheme, host and port) ahead of
+    /// traffic, TLS handshakes included, until it has `n` open (idle or in use; at most
+    /// 1024, a larger `n` counts as 1024), and puts them in the pool idle. Resolves
+    /// once they are open, with how many it opened: 0 when the origin already has `n`.
+    ///
+    /// Warm connections obey every rule idle connections do: their idle time counts
+    /// from when the connect began (the server's idle timer starts at its accept), so
+    /// they close before the server would close them, by the same deadline, probe and
+    /// look before reuse. They come only where a request would get a connection at
+    /// once: below `max_connections_per_origin` and `max_connections_total` (never while
+    /// a request waits for room), and where `max_idle_per_origin` and `max_idle_total`
+    /// let them stay idle; no other connection is closed for them. At most 8 connects
+    /// run at once; after one fails no more are started. A connect that fails is logged
+    /// (`warn`) and counted in [`PoolStats::preconnects`](crate::PoolStats::preconnects),
+    /// and is not an error, neither here nor for a later request. Dropping the future
+    /// stops it; connections already open stay in the pool.
+    ///
+    /// A response on a warm connection says `reused` in its
+    /// [`ConnectionInfo`](crate::ConnectionInfo) (it was idle, and may meet the server's
+    /// close like any pooled connection), with `requests == 1`.
+    ///
+    /// Why a call and not a standing minimum: the pool closes idle connections before
+    /// the server does, so a minimum of warm connections per origin would reconnect
+    /// every few seconds, forever, for origins that may no longer get traffic. Call it
+    /// when traffic is about to come: at start-up, after a deploy of the upstream, when
+    /// a new upstream is added, or ahead of a known burst.
+    ///
+    /// Fails only when `uri` names no origin, with an error for which
+    /// [`is_invalid_uri`](Error::is_invalid_uri) is true.
+    pub async fn preconnect(&self, uri: &Uri, n: usize) -> Result<usize, Error> {
+        let origin = Origin::from_uri(uri)?;
+        Ok(self.dispatch.pool.preconnect(&origin, n).await)
+    }
+
     /// Closes every idle connection to the origin of `uri` (its scheme, host and port;
     /// the path is ignored) now, as [`close_idle`](Client::close_idle) does for all of
     /// them. Returns how many it closed. Fails with an error for which

@@ -41,6 +41,9 @@ pub struct PoolStats {
     pub refusals: Refusals,
     /// Probes of servers' idle timers.
     pub probes: Probes,
+    /// Connections opened ahead of traffic by
+    /// [`Client::preconnect`](crate::Client::preconnect).
+    pub preconnects: Preconnects,
     /// The idle time after which each origin's server (`http://host:port`) was last seen
     /// closing a connection, as the pool uses it. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
     pub learned_idle_timeouts: BTreeMap<String, Duration>,
@@ -138,6 +141,19 @@ pub struct Probes {
     pub proven: u64,
     /// Probes the server closed first: its timer is known.
     pub closed_by_server: u64,
+}
+
+/// Connections opened ahead of traffic by
+/// [`Client::preconnect`](crate::Client::preconnect). See [`PoolStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Preconnects {
+    /// Connections opened (TLS included) and put in the pool idle; also counted in
+    /// `connections_opened`.
+    pub opened: u64,
+    /// Connections that failed to open (each logged at `warn`); no request saw the
+    /// error.
+    pub failed: u64,
 }
 
 /// The most origins [`Client::origin_stats`](crate::Client::origin_stats) tracks.

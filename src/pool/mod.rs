@@ -12,7 +12,8 @@
 //! - [`evict`]: closing and counting a connection, and the reaper that closes idle
 //!   connections at their deadlines;
 //! - [`control`]: closing idle connections on the user's request, and when the last
-//!   clone of the client goes.
+//!   clone of the client goes;
+//! - [`warm`]: opening connections ahead of traffic (`Client::preconnect`).
 //!
 //! One connection's life: [`connection`] (its states, who polls hyper's future, how a
 //! wake is read; `connection/end.rs`, who ended it; `connection/waker.rs`, the idle
@@ -50,6 +51,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod total;
+mod warm;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -25,7 +25,7 @@ use super::{Conn, Pool};
 mod origins;
 
 use super::deadline::allowed_idle;
-use crate::info::{Evictions, OriginStats, PoolStats, Probes};
+use crate::info::{Evictions, OriginStats, PoolStats, Preconnects, Probes};
 use crate::origin::Origin;
 use origins::OriginRecords;
 
@@ -117,6 +117,8 @@ pub(super) struct Counters {
     probes_started: AtomicU64,
     probes_proven: AtomicU64,
     probes_closed: AtomicU64,
+    pub(super) preconnected: AtomicU64,
+    pub(super) preconnect_failed: AtomicU64,
 }
 
 impl Counters {
@@ -226,6 +228,10 @@ impl<B> Pool<B> {
                 started: self.counters.probes_started.load(Ordering::Relaxed),
                 proven: self.counters.probes_proven.load(Ordering::Relaxed),
                 closed_by_server: self.counters.probes_closed.load(Ordering::Relaxed),
+            },
+            preconnects: Preconnects {
+                opened: self.counters.preconnected.load(Ordering::Relaxed),
+                failed: self.counters.preconnect_failed.load(Ordering::Relaxed),
             },
             ..PoolStats::default()
         }
