@@ -157,7 +157,7 @@ impl<B: Send + 'static> Pool<B> {
             // Idle ones and those being opened: all of them will be idle.
             && entry.idle.len() + warming < config.max_idle_per_origin;
         if !fits {
-            if entry.open == 0 {
+            if entry.open == 0 && entry.waiters.is_empty() {
                 // Made just now, for nothing.
                 origins.remove(origin);
             }

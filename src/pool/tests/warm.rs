@@ -140,3 +140,22 @@ async fn after_a_failed_connect_no_more_are_started() {
     assert_eq!(made.load(Ordering::SeqCst), 8);
     assert_eq!(pool.stats().preconnects.failed, 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_preconnect_dropped_mid_connect_leaves_nothing_behind() {
+    let (pool, made) = pool_with(PoolConfig::default(), Duration::from_secs(3), |_| true);
+    let origin = origin("origin.test");
+    let mut warming = task::spawn(pool.preconnect(&origin, 4));
+    assert!(warming.poll().is_pending());
+    settle().await;
+    assert_eq!(made.load(Ordering::SeqCst), 4);
+    assert_eq!(pool.stats().active, 4, "four slots taken while connecting");
+    drop(warming);
+    let stats = pool.stats();
+    assert_eq!((stats.active, stats.idle), (0, 0), "{stats:?}");
+    assert!(
+        pool.lock().origins.is_empty(),
+        "the origin entry was left behind"
+    );
+    assert_eq!(pool.lock().open, 0);
+}
