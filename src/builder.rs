@@ -127,8 +127,30 @@ impl Builder {
         self
     }
 
-    /// How long a request waits for a connection when `max_connections_per_origin` is
-    /// reached; then it fails with an error for which
+    /// How many idle connections to keep across all origins, probes included; past it
+    /// the least recently used idle connection, of any origin, is closed. Bounds the
+    /// sockets a client talking to many origins keeps open on their behalf (each origin
+    /// may also be bounded with [`max_idle_per_origin`](Builder::max_idle_per_origin)).
+    /// Must be at least 1 (use `max_idle_per_origin(0)` to turn reuse off). Defaults to
+    /// no limit.
+    pub fn max_idle_total(mut self, max: usize) -> Self {
+        self.config.max_idle_total = Some(max);
+        self
+    }
+
+    /// How many connections (idle, busy or connecting) the client may have across all
+    /// origins. Past it, a request that needs a new connection closes the least recently
+    /// used idle connection of any origin to make room; with none idle, it waits, in
+    /// arrival order across origins, up to `checkout_timeout`, for the first connection
+    /// that closes anywhere (a connection checked in while requests to other origins
+    /// wait is closed for them). Must be at least 1. Defaults to no limit.
+    pub fn max_connections_total(mut self, max: usize) -> Self {
+        self.config.max_connections_total = Some(max);
+        self
+    }
+
+    /// How long a request waits for a connection when `max_connections_per_origin` (or
+    /// `max_connections_total`) is reached; then it fails with an error for which
     /// [`is_timeout`](Error::is_timeout) is true. `None` waits indefinitely; so, in
     /// practice, does any value past about 30 years (`Duration::MAX` included), which
     /// the timer caps there. Must be greater than zero. Defaults to 30 seconds.

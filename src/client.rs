@@ -22,7 +22,7 @@ use crate::dispatch::Dispatch;
 use crate::error::{BoxError, Error};
 use crate::info::PoolStats;
 use crate::origin::{self, Origin};
-use crate::pool::{ConnectFn, Connected, DriverHome, Pool};
+use crate::pool::{ConnectFn, Connected, DriverHome, Owner, Pool};
 use crate::retry::{self, Policy, Retrier};
 
 /// A pooled HTTP/1.1 client that closes idle connections before the server does.
@@ -37,9 +37,15 @@ use crate::retry::{self, Policy, Retrier};
 /// The pool's background tasks (one per connection, one reaper) run on the tokio
 /// runtime the requests are made on; they end when the last clone of the client is
 /// dropped and its connections are closed.
+///
+/// Dropping the last clone closes every idle connection at once (the client sends the
+/// FIN), as [`close_idle`](Client::close_idle) does; a request still in flight
+/// finishes, and its connection is closed when its response ends.
 pub struct Client<B> {
     dispatch: Dispatch<ReplayBody<B>>,
     retrier: Arc<Retrier>,
+    /// Shared by the clones, not by requests in flight: see [`Owner`].
+    owner: Arc<Owner<ReplayBody<B>>>,
 }
 
 impl<B: Body> Client<B> {
@@ -79,9 +85,11 @@ impl<B: Body> Client<B> {
         });
         // The pool's own resends and the retry layer's decisions count in one place.
         let counters = Arc::new(RetryCounters::default());
+        let pool = Pool::new(config, connect);
         Client {
+            owner: Arc::new(Owner::new(Arc::clone(&pool))),
             dispatch: Dispatch {
-                pool: Pool::new(config, connect),
+                pool,
                 counters: Arc::clone(&counters),
             },
             retrier: Arc::new(Retrier::new(policy, counters)),
@@ -134,6 +142,64 @@ impl<B: Body> Client<B> {
         self.retrier.fill_origin_stats(&mut stats);
         stats
     }
+
+    /// Closes every idle connection now, to every origin: the client sends the FIN.
+    /// Returns how many it closed, each counted under
+    /// [`Evictions::closed_by_user`](crate::Evictions::closed_by_user).
+    ///
+    /// Connections carrying a request, or whose response body is still being read, are
+    /// not affected: they go back to the pool as usual when their response ends. An
+    /// origin's probe (see [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout))
+    /// is idle too and is closed with the others; nothing is learned from it. Later
+    /// requests open new connections. Use it before a deploy that drains the servers,
+    /// when the addresses behind a name changed, or to free sockets in a quiet period.
+    pub fn close_idle(&self) -> usize {
+        self.dispatch.pool.close_idle(None)
+    }
+
+    /// Opens connections to the origin of `uri` (its scheme, host and port) ahead of
+    /// traffic, TLS handshakes included, until it has `n` open (idle or in use; at most
+    /// 1024, a larger `n` counts as 1024), and puts them in the pool idle. Resolves
+    /// once they are open, with how many it opened: 0 when the origin already has `n`.
+    ///
+    /// Warm connections obey every rule idle connections do: their idle time counts
+    /// from when the connect began (the server's idle timer starts at its accept), so
+    /// they close before the server would close them, by the same deadline, probe and
+    /// look before reuse. They come only where a request would get a connection at
+    /// once: below `max_connections_per_origin` and `max_connections_total` (never while
+    /// a request waits for room), and where `max_idle_per_origin` and `max_idle_total`
+    /// let them stay idle; no other connection is closed for them. At most 8 connects
+    /// run at once; after one fails no more are started. A connect that fails is logged
+    /// (`warn`) and counted in [`PoolStats::preconnects`](crate::PoolStats::preconnects),
+    /// and is not an error, neither here nor for a later request. Dropping the future
+    /// stops it; connections already open stay in the pool.
+    ///
+    /// A response on a warm connection says `reused` in its
+    /// [`ConnectionInfo`](crate::ConnectionInfo) (it was idle, and may meet the server's
+    /// close like any pooled connection), with `requests == 1`.
+    ///
+    /// Why a call and not a standing minimum: the pool closes idle connections before
+    /// the server does, so a minimum of warm connections per origin would reconnect
+    /// every few seconds, forever, for origins that may no longer get traffic. Call it
+    /// when traffic is about to come: at start-up, after a deploy of the upstream, when
+    /// a new upstream is added, or ahead of a known burst.
+    ///
+    /// Fails only when `uri` names no origin, with an error for which
+    /// [`is_invalid_uri`](Error::is_invalid_uri) is true.
+    pub async fn preconnect(&self, uri: &Uri, n: usize) -> Result<usize, Error> {
+        let origin = Origin::from_uri(uri)?;
+        Ok(self.dispatch.pool.preconnect(&origin, n).await)
+    }
+
+    /// Closes every idle connection to the origin of `uri` (its scheme, host and port;
+    /// the path is ignored) now, as [`close_idle`](Client::close_idle) does for all of
+    /// them. Returns how many it closed. Fails with an error for which
+    /// [`is_invalid_uri`](Error::is_invalid_uri) is true if `uri` names no origin (no
+    /// scheme or host, or a scheme other than `http` and `https`).
+    pub fn close_idle_origin(&self, uri: &Uri) -> Result<usize, Error> {
+        let origin = Origin::from_uri(uri)?;
+        Ok(self.dispatch.pool.close_idle(Some(&origin)))
+    }
 }
 
 /// A connector's error as the client reports it: the built-in connector already
@@ -150,6 +216,7 @@ impl<B> Clone for Client<B> {
         Client {
             dispatch: self.dispatch.clone(),
             retrier: Arc::clone(&self.retrier),
+            owner: Arc::clone(&self.owner),
         }
     }
 }

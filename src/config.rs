@@ -48,6 +48,10 @@ pub(crate) struct PoolConfig {
     pub(crate) keep_alive_margin: Duration,
     pub(crate) max_idle_per_origin: usize,
     pub(crate) max_connections_per_origin: Option<usize>,
+    /// Idle connections across all origins (probes included).
+    pub(crate) max_idle_total: Option<usize>,
+    /// Connections open or opening across all origins.
+    pub(crate) max_connections_total: Option<usize>,
     pub(crate) checkout_timeout: Option<Duration>,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
@@ -66,6 +70,8 @@ impl Default for PoolConfig {
             keep_alive_margin: DEFAULT_KEEP_ALIVE_MARGIN,
             max_idle_per_origin: DEFAULT_MAX_IDLE_PER_ORIGIN,
             max_connections_per_origin: None,
+            max_idle_total: None,
+            max_connections_total: None,
             checkout_timeout: Some(DEFAULT_CHECKOUT_TIMEOUT),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             max_lifetime: None,
@@ -106,6 +112,17 @@ impl PoolConfig {
         if c.max_connections_per_origin == Some(0) {
             return Err(Error::config(
                 "max_connections_per_origin must be at least 1 (got 0 connections)",
+            ));
+        }
+        if c.max_idle_total == Some(0) {
+            return Err(Error::config(
+                "max_idle_total must be at least 1 (got 0 connections); \
+                 use max_idle_per_origin(0) to turn reuse off",
+            ));
+        }
+        if c.max_connections_total == Some(0) {
+            return Err(Error::config(
+                "max_connections_total must be at least 1 (got 0 connections)",
             ));
         }
         if c.max_requests_per_connection == Some(0) {

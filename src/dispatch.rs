@@ -105,6 +105,7 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                         local_addr: conn.socket.as_ref().and_then(|s| s.local_addr()),
                         attempts,
                         socket: conn.socket.as_ref().map(|s| s.socket_options()),
+                        connection: Some(conn.poison_handle()),
                     });
                     conn.check_in_when_ready();
                     return Ok(response);

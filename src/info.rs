@@ -1,44 +1,12 @@
 //! What the pool tells about a response's connection and about itself.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Facts about the connection a response came on, attached to every response as an
-/// [`http::Extensions`] entry.
-///
-/// ```no_run
-/// # async fn demo(client: closefirst::Client<http_body_util::Empty<bytes::Bytes>>) -> Result<(), closefirst::Error> {
-/// let req = http::Request::get("http://127.0.0.1:8080/").body(Default::default()).unwrap();
-/// let resp = client.request(req).await?;
-/// let info = resp.extensions().get::<closefirst::ConnectionInfo>().expect("always attached");
-/// println!("connection {} reused={} after {:?} idle", info.id, info.reused, info.idle_for);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ConnectionInfo {
-    /// The pool's identifier for the connection, unique within the process.
-    pub id: u64,
-    /// Whether the connection had served an earlier request.
-    pub reused: bool,
-    /// How long the connection had been idle before this request, counted from when
-    /// the previous response's head arrived (the earliest moment the server can have
-    /// started its idle timer; see the crate docs), zero for a new connection.
-    pub idle_for: Duration,
-    /// How many requests the connection has carried, this one included.
-    pub requests: u64,
-    /// The peer's address, when the connector reports it.
-    pub remote_addr: Option<SocketAddr>,
-    /// The connection's own (local) address, when the connector reports it: with the
-    /// peer's, it names the connection in the server's logs and in `ss`/`netstat`.
-    pub local_addr: Option<SocketAddr>,
-    /// How many attempts the response took (1 when the first attempt succeeded).
-    pub attempts: u32,
-    /// The socket options as the kernel reported them when the connection was opened,
-    /// when the connector gives access to the socket.
-    pub socket: Option<SocketOptions>,
-}
+mod connection;
+
+pub use connection::ConnectionInfo;
+pub(crate) use connection::Poison;
 
 /// A snapshot of the pool's counters, from [`Client::stats`](crate::Client::stats).
 ///
@@ -58,8 +26,13 @@ pub struct PoolStats {
     /// Connections open or being opened and not idle: carrying a request, or waiting
     /// for their response body to be read.
     pub active: usize,
-    /// Requests waiting for a connection under `max_connections_per_origin`.
+    /// Requests waiting for a connection under `max_connections_per_origin` or
+    /// `max_connections_total`.
     pub waiting: usize,
+    /// Of `waiting`, the requests waiting for room under `max_connections_total` (their
+    /// origin is below its own limit). Above zero, the client as a whole is at its cap;
+    /// they are served in arrival order across origins.
+    pub waiting_for_room: usize,
     /// Connections removed from the pool, by reason.
     pub evictions: Evictions,
     /// Failed requests sent again, by how far they had got.
@@ -68,6 +41,9 @@ pub struct PoolStats {
     pub refusals: Refusals,
     /// Probes of servers' idle timers.
     pub probes: Probes,
+    /// Connections opened ahead of traffic by
+    /// [`Client::preconnect`](crate::Client::preconnect).
+    pub preconnects: Preconnects,
     /// The idle time after which each origin's server (`http://host:port`) was last seen
     /// closing a connection, as the pool uses it. See [`Builder::learn_idle_timeout`](crate::Builder::learn_idle_timeout).
     pub learned_idle_timeouts: BTreeMap<String, Duration>,
@@ -98,7 +74,7 @@ pub struct OriginStats {
     /// Connections to this origin open or being opened and not idle.
     pub active: usize,
     /// Requests waiting for a connection to this origin under
-    /// `max_connections_per_origin`.
+    /// `max_connections_per_origin` or `max_connections_total`.
     pub waiting: usize,
     /// Connections opened to this origin.
     pub connections_opened: u64,
@@ -170,6 +146,19 @@ pub struct Probes {
     pub proven: u64,
     /// Probes the server closed first: its timer is known.
     pub closed_by_server: u64,
+}
+
+/// Connections opened ahead of traffic by
+/// [`Client::preconnect`](crate::Client::preconnect). See [`PoolStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Preconnects {
+    /// Connections opened (TLS included) and put in the pool idle; also counted in
+    /// `connections_opened`.
+    pub opened: u64,
+    /// Connections that failed to open (each logged at `warn`); no request saw the
+    /// error.
+    pub failed: u64,
 }
 
 /// The most origins [`Client::origin_stats`](crate::Client::origin_stats) tracks.
@@ -312,6 +301,20 @@ pub struct Evictions {
     /// Handed to the caller after `101 Switching Protocols`
     /// (`hyper::upgrade::on`); it never returns to the pool.
     pub upgraded: u64,
+    /// Closed idle by [`Client::close_idle`](crate::Client::close_idle) or
+    /// [`Client::close_idle_origin`](crate::Client::close_idle_origin), or because the
+    /// last clone of the client was dropped (the client sends the FIN).
+    pub closed_by_user: u64,
+    /// Closed instead of reused because the caller marked it with
+    /// [`ConnectionInfo::poison`].
+    pub poisoned: u64,
+    /// Closed because `max_idle_total` connections were already idle across all
+    /// origins; the least recently used one, of any origin, goes.
+    pub idle_total_full: u64,
+    /// Closed to make room at `max_connections_total` for a request that needed a new
+    /// connection: the least recently used idle connection of any origin, or one
+    /// checked in while requests to other origins were waiting for room.
+    pub connection_total_limit: u64,
 }
 
 impl Evictions {
@@ -340,6 +343,10 @@ impl Evictions {
             request_failed,
             response_unfinished,
             upgraded,
+            closed_by_user,
+            poisoned,
+            idle_total_full,
+            connection_total_limit,
         } = *self;
         [
             ("idle_timeout", idle_timeout),
@@ -356,6 +363,10 @@ impl Evictions {
             ("request_failed", request_failed),
             ("response_unfinished", response_unfinished),
             ("upgraded", upgraded),
+            ("closed_by_user", closed_by_user),
+            ("poisoned", poisoned),
+            ("idle_total_full", idle_total_full),
+            ("connection_total_limit", connection_total_limit),
         ]
         .into_iter()
     }

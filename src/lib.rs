@@ -66,6 +66,15 @@
 //! `Client` is also a `tower::Service<http::Request<B>>`, and [`PoolLayer`] builds one
 //! over a connector of your own.
 //!
+//! # Steering the pool
+//!
+//! [`Client::preconnect`] opens connections ahead of traffic (TLS included), under the
+//! same deadlines as every idle connection; [`Client::close_idle`] and
+//! [`Client::close_idle_origin`] close idle connections now (dropping the last clone of
+//! the client does too); [`ConnectionInfo::poison`] keeps a response's connection from
+//! being reused; [`Builder::max_idle_total`] and [`Builder::max_connections_total`] cap
+//! the pool across origins.
+//!
 //! # HTTPS, Unix sockets, connectors of your own
 //!
 //! - **HTTPS** (feature `rustls`): `https://` URIs work with `Client::builder().build()`,
@@ -99,7 +108,9 @@
 //!    a [`connect`] connector (`TcpConnector` resolves with a [`dns`] resolver and sets
 //!    [`TcpKeepalive`] and the other socket options; TLS on top for `https` with the
 //!    `rustls` feature; or a Unix socket), or waits in a FIFO queue at
-//!    `max_connections_per_origin`.
+//!    `max_connections_per_origin` (or, at `max_connections_total`, closes another
+//!    origin's least recently used idle connection, or waits for room in arrival order
+//!    across origins).
 //! 4. On the response head, `header` reads `Connection` and `Keep-Alive`, and the
 //!    connection's idle period begins (the earliest moment the server can have started
 //!    its own timer); when the body ends, the pool checks the connection in with a
@@ -161,7 +172,7 @@ pub use config::{
 pub use connect::TcpKeepalive;
 pub use error::{Error, Progress};
 pub use info::{
-    ConnectionInfo, DeadlineSource, Evictions, IdleCloses, OriginStats, PoolStats, Probes,
-    Refusals, Resends, MAX_TRACKED_ORIGINS,
+    ConnectionInfo, DeadlineSource, Evictions, IdleCloses, OriginStats, PoolStats, Preconnects,
+    Probes, Refusals, Resends, MAX_TRACKED_ORIGINS,
 };
 pub use layer::PoolLayer;

@@ -51,6 +51,8 @@
 //! | name | kind | unit | labels |
 //! |---|---|---|---|
 //! | `closefirst.pool.reuses` | counter | connections | |
+//! | `closefirst.pool.waiting_for_room` | gauge | requests | |
+//! | `closefirst.pool.preconnects` | counter | connections | `closefirst.preconnect.outcome` = `opened` / `failed` |
 //! | `closefirst.client.resends` | counter | requests | `closefirst.resend.class` = `not_written` / `written_no_response` |
 //! | `closefirst.client.refusals` | counter | requests | `closefirst.refusal.reason` |
 //!
@@ -89,7 +91,7 @@ pub fn describe() {
     describe_gauge!(
         "closefirst.pool.waiting_requests",
         Unit::Count,
-        "Requests waiting for a connection under max_connections_per_origin."
+        "Requests waiting for a connection under max_connections_per_origin or max_connections_total."
     );
     describe_gauge!(
         "closefirst.pool.idle_deadline",
@@ -136,6 +138,16 @@ pub fn describe() {
         Unit::Count,
         "Times a pooled connection was handed out again."
     );
+    describe_gauge!(
+        "closefirst.pool.waiting_for_room",
+        Unit::Count,
+        "Requests waiting for room under max_connections_total, across origins."
+    );
+    describe_counter!(
+        "closefirst.pool.preconnects",
+        Unit::Count,
+        "Connections opened ahead of traffic by preconnect, by closefirst.preconnect.outcome."
+    );
     describe_counter!(
         "closefirst.client.resends",
         Unit::Count,
@@ -159,6 +171,15 @@ pub fn describe() {
 pub fn publish<B: Body>(client: &Client<B>) {
     let stats = client.stats();
     counter!("closefirst.pool.reuses").absolute(stats.reuses);
+    gauge!("closefirst.pool.waiting_for_room").set(stats.waiting_for_room as f64);
+    let preconnects = [
+        ("opened", stats.preconnects.opened),
+        ("failed", stats.preconnects.failed),
+    ];
+    for (outcome, value) in preconnects {
+        counter!("closefirst.pool.preconnects", "closefirst.preconnect.outcome" => outcome)
+            .absolute(value);
+    }
     let resends = [
         ("not_written", stats.resends.not_written),
         ("written_no_response", stats.resends.written_no_response),

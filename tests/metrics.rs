@@ -183,6 +183,11 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
     );
     // One on `plain`, one for the GET on `resetting`; the POST got a new connection.
     assert_eq!(counter(s, "closefirst.pool.reuses", &[]), 2);
+    assert_eq!(gauge(s, "closefirst.pool.waiting_for_room", &[]), 0.0);
+    for outcome in ["opened", "failed"] {
+        let labels = [("closefirst.preconnect.outcome", outcome)];
+        assert_eq!(counter(s, "closefirst.pool.preconnects", &labels), 0);
+    }
     for state in ["idle", "active"] {
         let labels = with(&plain_port, "http.connection.state", state);
         assert_eq!(gauge(s, "http.client.open_connections", &labels), 0.0);
@@ -210,6 +215,8 @@ async fn publish_sets_the_documented_names_after_a_scripted_sequence() {
         "learned_timeout",
         "connection_limit",
         "task_gone",
+        "closed_by_user",
+        "poisoned",
     ] {
         assert_eq!(evictions(&plain, reason), 0, "{reason}");
     }

@@ -23,6 +23,19 @@ fn bad_values_are_refused_with_the_option_and_unit() {
     assert!(refused(b().max_connections_per_origin(0))
         .contains("max_connections_per_origin must be at least 1"));
     assert!(refused(b().max_requests_per_connection(0)).contains("max_requests_per_connection"));
+    assert_eq!(
+        refused(b().max_idle_total(0)),
+        "invalid configuration: max_idle_total must be at least 1 (got 0 connections); \
+         use max_idle_per_origin(0) to turn reuse off"
+    );
+    assert_eq!(
+        refused(b().max_connections_total(0)),
+        "invalid configuration: max_connections_total must be at least 1 (got 0 connections)"
+    );
+    b().max_idle_total(1)
+        .max_connections_total(1)
+        .build::<Empty<Bytes>>()
+        .expect("1 is a valid cap");
     assert!(refused(b().max_lifetime(Duration::ZERO))
         .contains("max_lifetime must be greater than zero"));
     assert!(refused(b().checkout_timeout(Duration::ZERO)).contains("checkout_timeout"));

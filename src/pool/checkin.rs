@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::idle::Idle;
+use super::idle::{self, Idle};
 use super::pending::{self, remove_pending, Pending, Returned, Task};
 use super::slots::{self, Slot};
 use super::{deadline, Conn, Evict, Pool};
@@ -72,25 +72,41 @@ impl<B: Send + 'static> Pool<B> {
         // Only when someone waits: a round trip through `grant_conn` copies the
         // connection twice, on every check-in.
         if !entry.waiters.is_empty() {
-            match slots::grant_conn(&mut entry.waiters, idle) {
+            match slots::grant_conn(&mut entry.waiters, &mut state.starved, idle) {
                 Some(not_taken) => idle = not_taken,
                 None => return,
             }
         }
         let mut displaced = None;
         let mut start_reaper = None;
-        if self.config.max_idle_per_origin == 0 {
-            displaced = Some(idle);
+        if state.closed {
+            // No client is left to reuse it.
+            displaced = Some((idle, Evict::ClosedByUser));
+        } else if !state.starved.is_empty() {
+            // Requests to other origins wait for room under `max_connections_total`:
+            // its slot goes to the first of them.
+            displaced = Some((idle, Evict::ConnectionTotalLimit));
+        } else if self.config.max_idle_per_origin == 0 {
+            displaced = Some((idle, Evict::IdleListFull));
         } else {
             if entry.idle.len() >= self.config.max_idle_per_origin {
-                displaced = entry.idle.pop_front();
-                if let Some(lru) = &displaced {
-                    state.idle.remove(lru);
+                if let Some(lru) = entry.idle.pop_front() {
+                    state.idle.remove(&lru);
+                    displaced = Some((lru, Evict::IdleListFull));
                 }
             }
             let key = idle.key();
+            state.idle.insert(&idle, &origin);
             entry.idle.push_back(idle);
-            state.idle.insert(key, &origin);
+            if displaced.is_none()
+                && self
+                    .config
+                    .max_idle_total
+                    .is_some_and(|max| state.idle.len() > max)
+            {
+                displaced = idle::take_least_recently_used(&mut state.origins, &mut state.idle)
+                    .map(|lru| (lru, Evict::IdleTotalFull));
+            }
             start_reaper = self.reaper_for_new_deadline(state, key);
         }
         // Before closing the displaced connection: its slot takes the lock.
@@ -98,9 +114,11 @@ impl<B: Send + 'static> Pool<B> {
         if let Some(generation) = start_reaper {
             self.start_reaper(generation);
         }
-        if let Some(idle) = displaced {
+        if let Some((idle, reason)) = displaced {
+            // Under a cap across origins, not necessarily of this one.
+            let origin = Arc::clone(idle.conn.shared_origin());
             let idle_for = now.saturating_duration_since(idle.since());
-            self.evict(&origin, idle.conn, Evict::IdleListFull, idle_for, "");
+            self.evict(&origin, idle.conn, reason, idle_for, "");
         }
     }
 

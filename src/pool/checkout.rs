@@ -18,6 +18,32 @@ use crate::error::{Error, Kind};
 use crate::io::{Liveness, SocketHandle};
 use crate::origin::Origin;
 
+/// The longest [`Pool::look_again`] waits for a connection to read bytes that reached
+/// its socket just before it was to be reused, before it is given up.
+const LOOK_AGAIN: Duration = Duration::from_millis(5);
+/// In how many pauses.
+const LOOK_AGAIN_PAUSES: u32 = 5;
+
+/// Why the last look before reuse ([`Pool::hand_out`]) refused a connection.
+pub(super) enum Refused<B> {
+    /// Counted and closed: its slot, for a connection opened in its place.
+    Closed(Slot<B>),
+    /// Bytes its future could not read yet: see [`Pool::look_again`]. Boxed: a rare
+    /// path, which should not make every refusal as large as a connection.
+    Unread(Box<Idle<B>>),
+}
+
+impl<B> Refused<B> {
+    /// The slot of the refused connection, closed if it was not already (an `Unread`
+    /// one only comes from a first look, which every caller looks at again).
+    fn into_slot(self) -> Slot<B> {
+        match self {
+            Refused::Closed(slot) => slot,
+            Refused::Unread(idle) => idle.conn.into_slot(),
+        }
+    }
+}
+
 /// How a checkout proceeds, as decided under the lock.
 enum Step<'a, B: Send + 'static> {
     Reuse(Idle<B>),
@@ -65,8 +91,12 @@ impl<B: Send + 'static> Pool<B> {
             match step {
                 Step::Reuse(idle) => {
                     let idle_for = now.saturating_duration_since(idle.since());
+                    let looked = match self.hand_out(origin, idle, now, true) {
+                        Err(Refused::Unread(idle)) => self.look_again(origin, idle).await,
+                        looked => looked,
+                    };
                     // On failure the slot drops here, and the next idle one is tried.
-                    if let Ok(conn) = self.hand_out(origin, idle, now) {
+                    if let Ok(conn) = looked {
                         return Ok(Checkout {
                             conn,
                             reused: true,
@@ -100,7 +130,11 @@ impl<B: Send + 'static> Pool<B> {
                             );
                             return self.connect(origin, slot).await;
                         }
-                        return match self.hand_out(origin, idle, now) {
+                        let looked = match self.hand_out(origin, idle, now, true) {
+                            Err(Refused::Unread(idle)) => self.look_again(origin, idle).await,
+                            looked => looked,
+                        };
+                        return match looked {
                             Ok(conn) => Ok(Checkout {
                                 conn,
                                 reused: true,
@@ -108,7 +142,7 @@ impl<B: Send + 'static> Pool<B> {
                                 proven,
                             }),
                             // Its turn stays its turn: a new connection in the slot.
-                            Err(slot) => self.connect(origin, slot).await,
+                            Err(refused) => self.connect(origin, refused.into_slot()).await,
                         };
                     }
                     Some(Turn::Slot(slot)) => return self.connect(origin, slot).await,
@@ -137,6 +171,7 @@ impl<B: Send + 'static> Pool<B> {
             open,
             learned,
             next_waiter,
+            starved,
             ..
         } = &mut *guard;
         let now = Instant::now();
@@ -191,9 +226,8 @@ impl<B: Send + 'static> Pool<B> {
                 {
                     // Idle too long for a request that may not be resent; the older ones
                     // have been idle longer. It stays for requests that may be.
-                    let key = candidate.key();
+                    idle.insert(&candidate, &entry.origin);
                     entry.idle.push_back(candidate);
-                    idle.insert(key, &entry.origin);
                     break;
                 } else {
                     return (Step::Reuse(candidate), now);
@@ -221,12 +255,23 @@ impl<B: Send + 'static> Pool<B> {
             .max_connections_per_origin
             .is_some_and(|max| entry.open >= max);
         if !at_max {
-            entry.open += 1;
-            *open += 1;
-            return (
-                Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin))),
-                now,
-            );
+            let room = self
+                .config
+                .max_connections_total
+                .is_none_or(|max| *open < max && starved.is_empty());
+            if room {
+                entry.open += 1;
+                *open += 1;
+                return (
+                    Step::Connect(Slot::new(Arc::downgrade(self), Arc::clone(&entry.origin))),
+                    now,
+                );
+            }
+            // At `max_connections_total`: wait for room, in arrival order across origins.
+            let shared = Arc::clone(&entry.origin);
+            let mut waiting = Waiting::enqueue(self, origin, &mut entry.waiters, next_waiter);
+            self.wait_for_room(&mut guard, &shared, &mut waiting, closing);
+            return (Step::Wait(waiting), now);
         }
         if fresh || !resendable {
             if let Some(lru) = entry.idle.pop_front() {
@@ -288,15 +333,40 @@ impl<B> Pool<B> {
         deadline::allowed_idle_unresendable(idle.conn.hint_timeout, &evidence, &self.config)
     }
 
+    /// [`hand_out`](Pool::hand_out) again, once the runtime has run: a record that
+    /// arrived just before the first look (a TLS session ticket right after the
+    /// handshake of a connection opened by `preconnect`, a key update) reaches the
+    /// connection's future once the runtime has polled its IO driver, which a yield lets
+    /// it do, and, for a connection on a task of its own, once that task has run, which
+    /// may take a moment on another worker: a few short pauses, [`LOOK_AGAIN`] at most.
+    /// Only on that rare path: the common one has no await.
+    async fn look_again(&self, origin: &Origin, idle: Box<Idle<B>>) -> Result<Conn<B>, Refused<B>> {
+        tokio::task::yield_now().await;
+        let mut idle = *idle;
+        let mut pauses = 0;
+        loop {
+            let last = pauses == LOOK_AGAIN_PAUSES;
+            match self.hand_out(origin, idle, Instant::now(), !last) {
+                Err(Refused::Unread(again)) => idle = *again,
+                looked => return looked,
+            }
+            pauses += 1;
+            tokio::time::sleep(LOOK_AGAIN / LOOK_AGAIN_PAUSES).await;
+        }
+    }
+
     /// The last look before a pooled connection is reused: its deadline, a wake of its
     /// parked future, the peek. On failure the connection has been counted and closed,
-    /// and its slot is returned, for a connection opened in its place.
+    /// and its slot is returned, for a connection opened in its place; or, with
+    /// `may_look_again`, bytes the connection could not read yet leave it for
+    /// [`look_again`](Pool::look_again).
     pub(super) fn hand_out(
         &self,
         origin: &Origin,
         idle: Idle<B>,
         now: Instant,
-    ) -> Result<Conn<B>, Slot<B>> {
+        may_look_again: bool,
+    ) -> Result<Conn<B>, Refused<B>> {
         let since = idle.since();
         let Idle {
             mut conn,
@@ -306,41 +376,59 @@ impl<B> Pool<B> {
         let idle_for = now.saturating_duration_since(since);
         if now >= deadline {
             // A connection granted to a waiter whose deadline passed on the way.
-            return Err(self.retire(origin, conn, reason, idle_for, ""));
+            return Err(Refused::Closed(
+                self.retire(origin, conn, reason, idle_for, ""),
+            ));
+        }
+        if conn.poisoned() {
+            // Marked since its check-in; the reaper has not got to it yet.
+            let slot = self.retire(origin, conn, Evict::Poisoned, idle_for, "");
+            return Err(Refused::Closed(slot));
         }
         if conn.woken_at().is_some() && !conn.read_wake() {
             // The reaper has not got to it yet.
-            return Err(self.retire_ended(origin, conn, since, false));
+            return Err(Refused::Closed(
+                self.retire_ended(origin, conn, since, false),
+            ));
         }
         if self.config.check_before_reuse {
             let mut found = conn.peek();
             if found == Some(Liveness::UnexpectedBytes) {
                 // Over TLS, a record the session will consume; read it through.
                 if !conn.read_wake() {
-                    return Err(self.retire_ended(origin, conn, since, false));
+                    return Err(Refused::Closed(
+                        self.retire_ended(origin, conn, since, false),
+                    ));
                 }
                 found = conn.peek();
                 if found == Some(Liveness::UnexpectedBytes) {
-                    // Not yet readable to the future: never written to, but not
+                    if may_look_again {
+                        return Err(Refused::Unread(Box::new(Idle {
+                            conn,
+                            deadline,
+                            reason,
+                        })));
+                    }
+                    // Not readable to the future even then: never written to, but not
                     // learned from either, as it may not be a close at all.
-                    return Err(self.retire(
+                    return Err(Refused::Closed(self.retire(
                         origin,
                         conn,
                         Evict::ClosedByServer,
                         idle_for,
                         "unread bytes on an idle connection",
-                    ));
+                    )));
                 }
             }
             if let Some(found @ (Liveness::Closed | Liveness::Error(_))) = found {
                 self.observe_server_close(origin, idle_for);
-                return Err(self.retire(
+                return Err(Refused::Closed(self.retire(
                     origin,
                     conn,
                     Evict::ClosedByServer,
                     idle_for,
                     found.describe(),
-                ));
+                )));
             }
         }
         self.counters.reuses.fetch_add(1, Ordering::Relaxed);

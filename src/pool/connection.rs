@@ -35,6 +35,7 @@ use hyper::client::conn::TrySendError;
 use tokio::time::Instant;
 
 mod end;
+mod poison;
 mod waker;
 
 pub(super) use end::End;

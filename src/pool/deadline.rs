@@ -145,6 +145,9 @@ pub(crate) fn retire_reason<B>(
     now: Instant,
     evidence: &Evidence,
 ) -> Option<Evict> {
+    if conn.poisoned() {
+        return Some(Evict::Poisoned);
+    }
     if conn.close_requested() {
         return Some(Evict::ConnectionClose);
     }

@@ -145,6 +145,7 @@ impl<B> Pool<B> {
                 let woken_here =
                     |idle: &Idle<B>| idle.conn.id() == id && idle.conn.woken_at().is_some();
                 if entry.probe.as_ref().is_some_and(woken_here) {
+                    // (A probe is never handed out, so never poisoned.)
                     let open = entry
                         .probe
                         .as_mut()
@@ -155,15 +156,28 @@ impl<B> Pool<B> {
                     }
                     continue;
                 }
-                let Some(position) = entry.idle.iter().position(woken_here) else {
+                let Some(position) = entry.idle.iter().position(|idle| idle.conn.id() == id) else {
                     continue;
                 };
-                if entry.idle[position].conn.read_wake() {
+                let conn = &mut entry.idle[position].conn;
+                // Listed by `ConnectionInfo::poison` rather than woken: closed now.
+                let poisoned = conn.poisoned();
+                if !poisoned && (conn.woken_at().is_none() || conn.read_wake()) {
                     continue;
                 }
                 if let Some(idle) = entry.idle.remove(position) {
                     state.idle.remove(&idle);
-                    news.push((origin, idle, false));
+                    if poisoned {
+                        expired.push((
+                            origin,
+                            Idle {
+                                reason: Evict::Poisoned,
+                                ..idle
+                            },
+                        ));
+                    } else {
+                        news.push((origin, idle, false));
+                    }
                 }
             }
             while let Some((id, origin)) = state.idle.pop_expired(now) {
@@ -188,14 +202,14 @@ impl<B> Pool<B> {
                         reason,
                         ..idle
                     };
-                    state.idle.insert(idle.key(), &entry.origin);
+                    state.idle.insert(&idle, &entry.origin);
                     entry.idle.push_front(idle);
                     continue;
                 }
                 if reason == Evict::IdleTimeout && entry.probe.is_none() {
                     if let Some(at) = self.probe_deadline(&idle, &evidence, now) {
                         idle.deadline = at;
-                        state.idle.insert(idle.key(), &entry.origin);
+                        state.idle.insert(&idle, &entry.origin);
                         entry.probe = Some(idle);
                         probes_started += 1;
                         continue;
@@ -237,8 +251,9 @@ impl<B> Pool<B> {
 }
 
 impl<B> Pool<B> {
-    /// Closes what a checkout found unusable on its way; a close by the server is an
-    /// observation of its idle timer.
+    /// Closes what a checkout found unusable on its way (connections of `origin`, and
+    /// one of any origin closed to make room under `max_connections_total`); a close by
+    /// the server is an observation of its idle timer.
     #[inline]
     pub(super) fn close_all(&self, origin: &Origin, closing: Vec<Closing<B>>, now: Instant) {
         for Closing {
@@ -248,6 +263,12 @@ impl<B> Pool<B> {
             detail,
         } in closing
         {
+            if reason == Evict::ConnectionTotalLimit {
+                let other = Arc::clone(conn.shared_origin());
+                let idle_for = now.saturating_duration_since(since);
+                self.evict(&other, conn, reason, idle_for, detail);
+                continue;
+            }
             let idle_for = now.saturating_duration_since(since);
             if reason == Evict::ClosedByServer {
                 self.observe_server_close(origin, idle_for);

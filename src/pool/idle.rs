@@ -1,5 +1,6 @@
 //! The idle connections: each origin's list, least recently used first, and the
-//! pool-wide index of their deadlines that the [`reaper`](super::evict) reads.
+//! pool-wide index of their deadlines that the [`reaper`](super::evict) reads (and,
+//! with a cap across origins, of their last use, for [`take_least_recently_used`]).
 //!
 //! A connection is in its origin's list exactly when its deadline is in the index:
 //! whoever pushes to or pops from a list tells the index ([`IdleIndex::insert`],
@@ -14,8 +15,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Conn, Evict, State};
-use crate::origin::Origin;
+use super::{Conn, Evict, OriginState, State};
+use crate::origin::{Origin, OriginMap};
 
 /// An idle connection and when it must close.
 pub(super) struct Idle<B> {
@@ -37,27 +38,50 @@ impl<B> Idle<B> {
     pub(super) fn key(&self) -> (Instant, u64) {
         (self.deadline, self.conn.id())
     }
+
+    /// Its key in the order of use: when its idle period began.
+    #[inline]
+    fn lru_key(&self) -> (Instant, u64) {
+        (self.since(), self.conn.id())
+    }
 }
 
 /// Every idle connection's deadline, so the reaper finds the earliest one without
-/// looking at every origin, and how many connections are idle.
-#[derive(Default)]
+/// looking at every origin, and how many connections are idle. With a cap across
+/// origins, also every idle connection by when it was last used, so the least recently
+/// used one of any origin is found without looking at every origin either.
 pub(super) struct IdleIndex {
     /// The origin is the pool's shared copy: a pointer per entry, not 56 bytes.
     deadlines: BTreeMap<(Instant, u64), Arc<Origin>>,
+    /// By when each idle period began (the connection's last use), then id: only with
+    /// `max_idle_total` or `max_connections_total`, so that a pool without them pays
+    /// nothing for it on check-in and checkout.
+    lru: Option<BTreeMap<(Instant, u64), Arc<Origin>>>,
     count: usize,
 }
 
 impl IdleIndex {
+    /// An empty index; `lru`: keep the order of use too.
+    pub(super) fn new(lru: bool) -> IdleIndex {
+        IdleIndex {
+            deadlines: BTreeMap::new(),
+            lru: lru.then(BTreeMap::new),
+            count: 0,
+        }
+    }
+
     #[inline]
     pub(super) fn len(&self) -> usize {
         self.count
     }
 
-    /// An idle connection of `origin` whose key is `key` has joined its list.
+    /// `idle`, a connection of `origin`, joins (or has just joined) its list.
     #[inline]
-    pub(super) fn insert(&mut self, key: (Instant, u64), origin: &Arc<Origin>) {
-        self.deadlines.insert(key, Arc::clone(origin));
+    pub(super) fn insert<B>(&mut self, idle: &Idle<B>, origin: &Arc<Origin>) {
+        self.deadlines.insert(idle.key(), Arc::clone(origin));
+        if let Some(lru) = &mut self.lru {
+            lru.insert(idle.lru_key(), Arc::clone(origin));
+        }
         self.count += 1;
     }
 
@@ -65,6 +89,9 @@ impl IdleIndex {
     #[inline]
     pub(super) fn remove<B>(&mut self, idle: &Idle<B>) {
         self.deadlines.remove(&idle.key());
+        if let Some(lru) = &mut self.lru {
+            lru.remove(&idle.lru_key());
+        }
         self.count -= 1;
     }
 
@@ -84,20 +111,57 @@ impl IdleIndex {
         let ((_, id), origin) = earliest.remove_entry();
         Some((id, origin))
     }
+
+    /// The least recently used idle connection's key and origin, if the order of use
+    /// is kept and any connection is idle.
+    fn least_recently_used(&self) -> Option<((Instant, u64), Arc<Origin>)> {
+        let (key, origin) = self.lru.as_ref()?.first_key_value()?;
+        Some((*key, Arc::clone(origin)))
+    }
+}
+
+/// Takes idle connection `id` of `origin` out of its list (or out of its probe's
+/// place) and out of `index`; the second value says whether it was the probe.
+fn take<B>(
+    origins: &mut OriginMap<OriginState<B>>,
+    index: &mut IdleIndex,
+    origin: &Origin,
+    id: u64,
+) -> Option<(Idle<B>, bool)> {
+    let entry = origins.get_mut(origin)?;
+    let (idle, probe) = if entry.probe.as_ref().is_some_and(|p| p.conn.id() == id) {
+        (entry.probe.take()?, true)
+    } else {
+        let position = entry.idle.iter().position(|idle| idle.conn.id() == id)?;
+        (entry.idle.remove(position)?, false)
+    };
+    index.remove(&idle);
+    Some((idle, probe))
+}
+
+/// Takes the least recently used idle connection of any origin, probes included, out
+/// of its list and `index`: none unless the order of use is kept (a cap across
+/// origins). Usually at the front of its origin's list, so found at once.
+pub(super) fn take_least_recently_used<B>(
+    origins: &mut OriginMap<OriginState<B>>,
+    index: &mut IdleIndex,
+) -> Option<Idle<B>> {
+    loop {
+        let (key, origin) = index.least_recently_used()?;
+        if let Some((idle, _)) = take(origins, index, &origin, key.1) {
+            return Some(idle);
+        }
+        debug_assert!(false, "an indexed idle connection is in its origin's list");
+        if let Some(lru) = &mut index.lru {
+            lru.remove(&key);
+        }
+    }
 }
 
 impl<B> State<B> {
     /// Takes idle connection `id` of `origin` out of its list and the index.
     /// The origin's probe counts: the second value says whether it was the probe.
     pub(super) fn take_idle(&mut self, origin: &Origin, id: u64) -> Option<(Idle<B>, bool)> {
-        let entry = self.origins.get_mut(origin)?;
-        let (idle, probe) = if entry.probe.as_ref().is_some_and(|p| p.conn.id() == id) {
-            (entry.probe.take()?, true)
-        } else {
-            let position = entry.idle.iter().position(|idle| idle.conn.id() == id)?;
-            (entry.idle.remove(position)?, false)
-        };
-        self.idle.remove(&idle);
-        Some((idle, probe))
+        take(&mut self.origins, &mut self.idle, origin, id)
     }
 }

@@ -10,7 +10,10 @@
 //! - [`checkout`]: how a request gets a connection, and the last look before reuse;
 //! - [`checkin`]: how a connection comes back, and how one that ended is closed;
 //! - [`evict`]: closing and counting a connection, and the reaper that closes idle
-//!   connections at their deadlines.
+//!   connections at their deadlines;
+//! - [`control`]: closing idle connections on the user's request, and when the last
+//!   clone of the client goes;
+//! - [`warm`]: opening connections ahead of traffic (`Client::preconnect`).
 //!
 //! One connection's life: [`connection`] (its states, who polls hyper's future, how a
 //! wake is read; `connection/end.rs`, who ended it; `connection/waker.rs`, the idle
@@ -19,6 +22,8 @@
 //! Plain data structures beside them:
 //! - [`slots`]: an origin's connection count as [`Slot`]s and the FIFO queue of
 //!   waiters, each with its place and deadline;
+//! - [`total`]: the caps across origins, `max_connections_total` (requests waiting
+//!   for room in arrival order across origins) and `max_idle_total`;
 //! - [`idle`]: each origin's idle list and the pool-wide deadline index;
 //! - [`deadline`]: when an idle connection must close, as pure functions;
 //! - [`pending`]: connections whose response body is still being read;
@@ -35,6 +40,7 @@
 mod checkin;
 mod checkout;
 mod connection;
+mod control;
 mod deadline;
 mod evict;
 mod idle;
@@ -44,8 +50,10 @@ mod slots;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod total;
+mod warm;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -56,6 +64,7 @@ use crate::config::PoolConfig;
 use crate::origin::{Origin, OriginMap};
 
 pub(crate) use connection::{Conn, ConnectFn, Connected, DriverHome};
+pub(crate) use control::Owner;
 pub(crate) use stats::Evict;
 
 use idle::{Idle, IdleIndex};
@@ -94,6 +103,12 @@ struct State<B> {
     learned: learn::LearnedOrigins,
     /// Names each waiter, so that a cancelled one can be found and removed.
     next_waiter: u64,
+    /// The last clone of the client has gone: connections coming back are closed (see
+    /// [`Owner`]).
+    closed: bool,
+    /// Checkouts waiting for room under `max_connections_total` (their origin below its
+    /// own limit), by waiter id: arrival order across origins (see [`total`]).
+    starved: BTreeMap<u64, Arc<Origin>>,
 }
 
 /// One origin's connections and waiters.
@@ -149,13 +164,17 @@ impl<B: Send + 'static> Pool<B> {
         Arc::new(Pool {
             state: Mutex::new(State {
                 origins: OriginMap::default(),
-                idle: IdleIndex::default(),
+                idle: IdleIndex::new(
+                    config.max_idle_total.is_some() || config.max_connections_total.is_some(),
+                ),
                 open: 0,
                 reaper_running: false,
                 reaper_wakes_at: None,
                 reaper_generation: 0,
                 learned: learn::LearnedOrigins::new(),
                 next_waiter: 0,
+                closed: false,
+                starved: BTreeMap::new(),
             }),
             config,
             connect,

@@ -16,7 +16,7 @@
 //! comes back from a waiter that has gone is taken back at once, not dropped.
 
 use std::collections::hash_map::Entry;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -64,6 +64,12 @@ impl<B> Slot<B> {
         }
     }
 
+    /// Dropping it will not give it back: it was handed on, or never counted.
+    #[inline]
+    pub(super) fn disarm(&mut self) {
+        self.armed = false;
+    }
+
     #[inline]
     pub(super) fn origin(&self) -> &Arc<Origin> {
         &self.origin
@@ -93,24 +99,48 @@ pub(super) enum Turn<B> {
     Slot(Slot<B>),
 }
 
-/// A checkout waiting under `max_connections_per_origin`, in FIFO order.
+/// A checkout waiting under `max_connections_per_origin` (or for room under
+/// `max_connections_total`), in FIFO order.
 pub(super) struct Waiter<B> {
     id: u64,
-    tx: oneshot::Sender<Turn<B>>,
+    pub(super) tx: oneshot::Sender<Turn<B>>,
+}
+
+impl<B> Waiter<B> {
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 /// Offers `conn` to the first live waiter of `waiters`; returns it when none took it.
+/// The waiter served leaves `starved` too, if it waited there.
 #[inline]
-pub(super) fn grant_conn<B>(waiters: &mut VecDeque<Waiter<B>>, idle: Idle<B>) -> Option<Idle<B>> {
+pub(super) fn grant_conn<B>(
+    waiters: &mut VecDeque<Waiter<B>>,
+    starved: &mut BTreeMap<u64, Arc<Origin>>,
+    idle: Idle<B>,
+) -> Option<Idle<B>> {
     let mut idle = idle;
     while let Some(waiter) = waiters.pop_front() {
         match waiter.tx.send(Turn::Conn(idle)) {
-            Ok(()) => return None,
+            Ok(()) => {
+                served(starved, waiter.id);
+                return None;
+            }
             Err(Turn::Conn(returned)) => idle = returned,
             Err(Turn::Slot(_)) => unreachable!("a Conn grant comes back as sent"),
         }
     }
     Some(idle)
+}
+
+/// Waiter `id` was served: if it also waited for room under `max_connections_total`,
+/// it no longer does (so that no connection is closed to make room for it).
+#[inline]
+pub(super) fn served(starved: &mut BTreeMap<u64, Arc<Origin>>, id: u64) {
+    if !starved.is_empty() {
+        starved.remove(&id);
+    }
 }
 
 /// A checkout's place in the FIFO queue and the receiving end of its grant.
@@ -125,6 +155,9 @@ pub(super) struct Waiting<'a, B: Send + 'static> {
     id: u64,
     rx: oneshot::Receiver<Turn<B>>,
     finished: bool,
+    /// Also in the pool's queue of checkouts waiting for room under
+    /// `max_connections_total` (see [`total`](super::total)), which it leaves as it goes.
+    starved: bool,
 }
 
 impl<'a, B: Send + 'static> Waiting<'a, B> {
@@ -147,7 +180,18 @@ impl<'a, B: Send + 'static> Waiting<'a, B> {
             id,
             rx,
             finished: false,
+            starved: false,
         }
+    }
+
+    /// Its name in the queues.
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// It waits for room under `max_connections_total`, in that queue too.
+    pub(super) fn mark_starved(&mut self) {
+        self.starved = true;
     }
 
     /// Waits for the grant until `until` (the checkout's deadline, and the
@@ -181,6 +225,10 @@ impl<B: Send + 'static> Drop for Waiting<'_, B> {
     fn drop(&mut self) {
         self.pool.counters.waiting.fetch_sub(1, Ordering::Relaxed);
         if self.finished {
+            if self.starved {
+                // Served by its own origin, or by the room it waited for.
+                self.pool.lock().starved.remove(&self.id);
+            }
             return;
         }
         // After `close`, every send fails and hands the grant back to the sender, which
@@ -188,11 +236,27 @@ impl<B: Send + 'static> Drop for Waiting<'_, B> {
         self.rx.close();
         let raced = self.rx.try_recv().ok();
         let removed = {
-            let mut state = self.pool.lock();
-            state.origins.get_mut(self.origin).and_then(|entry| {
+            let mut guard = self.pool.lock();
+            let state = &mut *guard;
+            if self.starved {
+                state.starved.remove(&self.id);
+            }
+            let entry = state.origins.get_mut(self.origin);
+            let removed = entry.and_then(|entry| {
                 let position = entry.waiters.iter().position(|w| w.id == self.id)?;
                 entry.waiters.remove(position)
-            })
+            });
+            // An origin with nothing open whose only waiters waited for room under
+            // `max_connections_total` goes with the last of them (nothing is dropped:
+            // with nothing open, it holds no connection).
+            if state
+                .origins
+                .get(self.origin)
+                .is_some_and(|entry| entry.open == 0 && entry.waiters.is_empty())
+            {
+                state.origins.remove(self.origin);
+            }
+            removed
         };
         drop(removed);
         // Outside the lock: both paths below take it.
@@ -219,7 +283,10 @@ impl<B> Pool<B> {
         while let Some(waiter) = origin_state.waiters.pop_front() {
             let slot = Slot::new(weak.clone(), Arc::clone(&origin_state.origin));
             match waiter.tx.send(Turn::Slot(slot)) {
-                Ok(()) => return,
+                Ok(()) => {
+                    served(&mut state.starved, waiter.id);
+                    return;
+                }
                 Err(Turn::Slot(mut slot)) => slot.armed = false,
                 Err(Turn::Conn(_)) => unreachable!("a Permit grant comes back as sent"),
             }
@@ -228,6 +295,10 @@ impl<B> Pool<B> {
         state.open -= 1;
         if origin_state.open == 0 {
             entry.remove();
+        }
+        // Room under `max_connections_total`, for whoever waits for it first.
+        if !state.starved.is_empty() {
+            self.serve_starved(state, weak);
         }
     }
 }

@@ -69,6 +69,8 @@ pub(in crate::pool) struct IdleWaker {
     /// Set when the future's task was dropped unfinished (its runtime shut down): the
     /// connection then reads as closed, but the server did nothing.
     task_gone: AtomicBool,
+    /// The caller marked the connection not reusable ([`ConnectionInfo::poison`](crate::ConnectionInfo::poison)).
+    poisoned: AtomicBool,
     /// The connection's end has been counted under an eviction reason
     /// ([`Pool::count_eviction`](crate::pool::Pool::count_eviction)). One that was not is
     /// counted when the watch goes, so that every connection the pool opened ends
@@ -98,6 +100,7 @@ impl IdleWaker {
             origin,
             in_use: AtomicBool::new(true),
             task_gone: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             counted: AtomicBool::new(false),
             woken_at: AtomicU64::new(NOT_WOKEN),
             woken,
@@ -136,6 +139,21 @@ impl IdleWaker {
 
     pub(in crate::pool) fn task_gone(&self) -> bool {
         self.task_gone.load(Ordering::Relaxed)
+    }
+
+    /// Whether the caller marked the connection not reusable.
+    pub(in crate::pool) fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection not reusable, and lists it for the reaper, which closes it
+    /// if it is idle; one in use is closed as it comes back (see `deadline::retire_reason`),
+    /// and checkout refuses one the reaper has not got to.
+    pub(in crate::pool) fn poison(&self) {
+        if self.poisoned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.list_for_reaper();
     }
 
     /// Marks the connection's end as counted; `false` if it already was.
@@ -183,6 +201,13 @@ impl Wake for IdleWaker {
         let _ =
             self.woken_at
                 .compare_exchange(NOT_WOKEN, stamp, Ordering::AcqRel, Ordering::Relaxed);
+        self.list_for_reaper();
+    }
+}
+
+impl IdleWaker {
+    /// Lists the connection for the reaper to look at, and wakes it.
+    fn list_for_reaper(&self) {
         if let Some(woken) = self.woken.upgrade() {
             woken
                 .conns

@@ -25,7 +25,7 @@ use super::{Conn, Pool};
 mod origins;
 
 use super::deadline::allowed_idle;
-use crate::info::{Evictions, OriginStats, PoolStats, Probes};
+use crate::info::{Evictions, OriginStats, PoolStats, Preconnects, Probes};
 use crate::origin::Origin;
 use origins::OriginRecords;
 
@@ -52,14 +52,22 @@ pub(crate) enum Evict {
     ResponseUnfinished,
     /// Handed to the caller after `101 Switching Protocols`.
     Upgraded,
+    /// Closed by `Client::close_idle`, or as the last clone of the client went.
+    ClosedByUser,
+    /// The caller marked it not reusable (`ConnectionInfo::poison`).
+    Poisoned,
+    /// Closed because `max_idle_total` connections were already idle.
+    IdleTotalFull,
+    /// Closed to make room at `max_connections_total` for a request to any origin.
+    ConnectionTotalLimit,
 }
 
 // Indexing the counters with `reason as usize` relies on this: the last variant's
 // index is the last slot of the array.
-const _: () = assert!(Evict::Upgraded as usize + 1 == Evict::COUNT);
+const _: () = assert!(Evict::ConnectionTotalLimit as usize + 1 == Evict::COUNT);
 
 impl Evict {
-    pub(crate) const COUNT: usize = 14;
+    pub(crate) const COUNT: usize = 18;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -79,6 +87,10 @@ impl Evict {
             Evict::RequestFailed => "a request on it failed",
             Evict::ResponseUnfinished => "response body dropped before its end",
             Evict::Upgraded => "upgraded (101 Switching Protocols)",
+            Evict::ClosedByUser => "closed by the user",
+            Evict::Poisoned => "poisoned by the caller",
+            Evict::IdleTotalFull => "max idle total",
+            Evict::ConnectionTotalLimit => "max connections total: making room for a request",
         }
     }
 }
@@ -96,7 +108,8 @@ pub(super) struct Closing<B> {
 pub(super) struct Counters {
     pub(super) opened: AtomicU64,
     pub(super) reuses: AtomicU64,
-    /// Checkouts waiting under `max_connections_per_origin` right now.
+    /// Checkouts waiting under `max_connections_per_origin` or `max_connections_total`
+    /// right now.
     pub(super) waiting: AtomicUsize,
     evictions: [AtomicU64; Evict::COUNT],
     /// Per-origin counters, outside the pool's lock.
@@ -104,6 +117,8 @@ pub(super) struct Counters {
     probes_started: AtomicU64,
     probes_proven: AtomicU64,
     probes_closed: AtomicU64,
+    pub(super) preconnected: AtomicU64,
+    pub(super) preconnect_failed: AtomicU64,
 }
 
 impl Counters {
@@ -175,12 +190,16 @@ fn evictions(counters: &[AtomicU64; Evict::COUNT]) -> Evictions {
         upgraded: e(Evict::Upgraded),
         learned_timeout: e(Evict::LearnedTimeout),
         cancelled: e(Evict::Cancelled),
+        closed_by_user: e(Evict::ClosedByUser),
+        poisoned: e(Evict::Poisoned),
+        idle_total_full: e(Evict::IdleTotalFull),
+        connection_total_limit: e(Evict::ConnectionTotalLimit),
     }
 }
 
 impl<B> Pool<B> {
     pub(crate) fn stats(&self) -> PoolStats {
-        let (idle, open, learned, running) = {
+        let (idle, open, learned, running, waiting_for_room) = {
             let state = self.lock();
             let learned = if self.config.learn_idle_timeout {
                 state.learned.snapshot()
@@ -188,7 +207,8 @@ impl<B> Pool<B> {
                 Vec::new()
             };
             let running = state.origins.values().filter(|o| o.probe.is_some()).count();
-            (state.idle.len(), state.open, learned, running)
+            let starved = state.starved.len();
+            (state.idle.len(), state.open, learned, running, starved)
         };
         let learned = learned
             .into_iter()
@@ -200,6 +220,7 @@ impl<B> Pool<B> {
             idle,
             active: open - idle,
             waiting: self.counters.waiting.load(Ordering::Relaxed),
+            waiting_for_room,
             evictions: evictions(&self.counters.evictions),
             learned_idle_timeouts: learned,
             probes: Probes {
@@ -207,6 +228,10 @@ impl<B> Pool<B> {
                 started: self.counters.probes_started.load(Ordering::Relaxed),
                 proven: self.counters.probes_proven.load(Ordering::Relaxed),
                 closed_by_server: self.counters.probes_closed.load(Ordering::Relaxed),
+            },
+            preconnects: Preconnects {
+                opened: self.counters.preconnected.load(Ordering::Relaxed),
+                failed: self.counters.preconnect_failed.load(Ordering::Relaxed),
             },
             ..PoolStats::default()
         }

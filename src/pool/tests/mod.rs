@@ -22,12 +22,31 @@ type TestPool = Arc<Pool<Empty<Bytes>>>;
 
 /// A pool whose connections go to an in-process server; counts connections made.
 fn pool(config: PoolConfig) -> (TestPool, Arc<AtomicUsize>) {
+    pool_with(config, Duration::ZERO, |_| true)
+}
+
+/// [`pool`], with each connect taking `delay` before its handshake, and failing
+/// unless `succeeds(n)` for the n-th connect (1-based).
+fn pool_with(
+    config: PoolConfig,
+    delay: Duration,
+    succeeds: impl Fn(usize) -> bool + Send + Sync + 'static,
+) -> (TestPool, Arc<AtomicUsize>) {
     let made = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&made);
+    let succeeds = Arc::new(succeeds);
     let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri, home: DriverHome<_>| {
         let counter = Arc::clone(&counter);
+        let succeeds = Arc::clone(&succeeds);
         Box::pin(async move {
-            counter.fetch_add(1, Ordering::SeqCst);
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if !succeeds(n) {
+                let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                return Err(Error::connect("test origin", refused));
+            }
             let (client, server) = tokio::io::duplex(64 * 1024);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|req: http::Request<_>| async move {
@@ -360,3 +379,6 @@ fn a_connection_waiting_for_its_body_gives_its_slot_back_when_its_runtime_shuts_
     );
     drop(response);
 }
+
+mod total;
+mod warm;
