@@ -23,8 +23,9 @@
 //! ones need. [`PoolStats`](crate::PoolStats) counts resends and refusals for the whole
 //! client, and [`OriginStats::retry_budget_exhausted`](crate::OriginStats::retry_budget_exhausted)
 //! the refusals of each origin whose budget was spent. Budgets are kept for at most
-//! [`MAX_TRACKED_ORIGINS`](crate::MAX_TRACKED_ORIGINS) origins: a new one beyond that
-//! replaces the origin that sent a request least recently. A [`RetryLayer`] of your own
+//! [`MAX_TRACKED_ORIGINS`](crate::MAX_TRACKED_ORIGINS) origins: past that, the quarter
+//! whose origins sent a request least recently are forgotten (their budgets start
+//! afresh if they come back). A [`RetryLayer`] of your own
 //! keeps per-origin budgets the same way (requests whose URI names no origin share one).
 //!
 //! # Marking a request as safe to resend
