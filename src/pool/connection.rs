@@ -12,7 +12,7 @@
 //!   read by polling it again ([`Conn::read_wake`], outside tokio's coop budget):
 //!   `Pending` parks it again, `Ready` moves it to *ended*.
 //! - **On a task of its own** ([`Conn::spawn_driver`]): from the start for a connection
-//!   opened from a task ([`Conn::opened`] says why), or once a response body outlives
+//!   opened from a task ([`Conn::home`] says why), or once a response body outlives
 //!   its request. The task tells the pool when the connection ends.
 //! - **Ended**: with how it ended ([`End`]); `end.rs` tells who ended it.
 //!

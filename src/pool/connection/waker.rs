@@ -299,7 +299,7 @@ pub(crate) struct DriverHome<B> {
     woken: Weak<WokenConns>,
     counters: Weak<Counters>,
     pool: Weak<Pool<B>>,
-    /// Whether the future gets a task of its own (see `Conn::opened`), or is polled
+    /// Whether the future gets a task of its own (see `Conn::home`), or is polled
     /// here.
     own_task: bool,
 }
