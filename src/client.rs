@@ -60,7 +60,7 @@ impl<B: Body> Client<B> {
         C::Error: Into<BoxError>,
         IO: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
     {
-        let connect: ConnectFn<ReplayBody<B>> = Box::new(move |uri: Uri, home: DriverHome<_>| {
+        let connect: ConnectFn<ReplayBody<B>> = Box::new(move |uri: Uri, home: DriverHome| {
             let connector = connector.clone();
             Box::pin(async move {
                 let io = connector

@@ -290,8 +290,7 @@ impl<B: Send + 'static> Pool<B> {
         origin: &Origin,
         slot: Slot<B>,
     ) -> Result<Checkout<B>, Error> {
-        let home = Conn::home(
-            self,
+        let home = Conn::<B>::home(
             Arc::clone(slot.origin()),
             Arc::downgrade(&self.woken),
             Arc::downgrade(&self.counters),

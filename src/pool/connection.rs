@@ -78,7 +78,7 @@ pub(crate) struct Connected<B> {
 type ConnectFuture<B> = Pin<Box<dyn Future<Output = Result<Connected<B>, Error>> + Send>>;
 /// Opens a connection to an origin (given as a URI), performs the handshake and starts
 /// hyper's connection future with the [`DriverHome`] given.
-pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri, DriverHome<B>) -> ConnectFuture<B> + Send + Sync>;
+pub(crate) type ConnectFn<B> = Box<dyn Fn(Uri, DriverHome) -> ConnectFuture<B> + Send + Sync>;
 
 /// The longest server `Keep-Alive: timeout` hint taken at its word; a longer one counts
 /// as this long. A hint is used up to `max_idle_timeout` at most, so beyond any sane idle
@@ -345,17 +345,15 @@ impl<B: Send + 'static> Conn<B> {
     /// thread is not a worker, it is polled inline by the request that has it and
     /// parked in the pool while idle, which saves a cross-thread hop per response.
     pub(super) fn home(
-        pool: &Arc<Pool<B>>,
         origin: Arc<Origin>,
         woken: Weak<WokenConns>,
         counters: Weak<Counters>,
-    ) -> DriverHome<B> {
+    ) -> DriverHome {
         DriverHome::new(
             next_connection_id(),
             origin,
             woken,
             counters,
-            Arc::downgrade(pool),
             tokio::task::try_id().is_some(),
         )
     }
@@ -385,7 +383,7 @@ impl<B: Send + 'static> Conn<B> {
         }
     }
 
-    fn take_driver(&mut self) -> Option<OwnTask<B>> {
+    fn take_driver(&mut self) -> Option<OwnTask> {
         let driver = match std::mem::replace(&mut self.polled, Polled::OwnTask) {
             Polled::Here(driver) => driver,
             other => {
@@ -395,7 +393,6 @@ impl<B: Send + 'static> Conn<B> {
         };
         Some(OwnTask {
             driver,
-            pool: self.slot.pool().map(|pool| Arc::downgrade(&pool)),
             watch: Arc::clone(&self.watch),
         })
     }

@@ -54,7 +54,7 @@ mod total;
 mod warm;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -161,7 +161,7 @@ pub(crate) struct Checkout<B> {
 impl<B: Send + 'static> Pool<B> {
     pub(crate) fn new(config: PoolConfig, connect: ConnectFn<B>) -> Arc<Pool<B>> {
         let reaper_wake = Arc::new(Notify::new());
-        Arc::new(Pool {
+        Arc::new_cyclic(|pool: &Weak<Pool<B>>| Pool {
             state: Mutex::new(State {
                 origins: OriginMap::default(),
                 idle: IdleIndex::new(
@@ -179,7 +179,10 @@ impl<B: Send + 'static> Pool<B> {
             config,
             connect,
             counters: Arc::default(),
-            woken: Arc::new(connection::WokenConns::new(Arc::clone(&reaper_wake))),
+            woken: Arc::new(connection::WokenConns::new(
+                Arc::clone(&reaper_wake),
+                pool.clone(),
+            )),
             reaper_wake,
         })
     }

@@ -38,13 +38,31 @@ pub(crate) type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Se
 pub(in crate::pool) struct WokenConns {
     conns: Mutex<Vec<(Arc<Origin>, u64)>>,
     reaper: Arc<Notify>,
+    /// The pool, told by a connection's task when the connection ends. Kept here, once
+    /// per pool, rather than in every task: a task's size is rounded up to a multiple
+    /// of 128 bytes, and hyper's connection future plus one pointer is the most that
+    /// fits in 768 (see [`DriverTask`]).
+    pool: Weak<dyn ConnectionEnds>,
+}
+
+/// What a connection's task tells the pool (a [`Pool`] of any body type).
+pub(in crate::pool) trait ConnectionEnds: Send + Sync {
+    /// The connection `id` of `origin` ended on its task.
+    fn connection_ended(&self, origin: &Origin, id: u64);
+}
+
+impl<B: Send + 'static> ConnectionEnds for Pool<B> {
+    fn connection_ended(&self, origin: &Origin, id: u64) {
+        Pool::connection_ended(self, origin, id);
+    }
 }
 
 impl WokenConns {
-    pub(in crate::pool) fn new(reaper: Arc<Notify>) -> WokenConns {
+    pub(in crate::pool) fn new(reaper: Arc<Notify>, pool: Weak<dyn ConnectionEnds>) -> WokenConns {
         WokenConns {
             conns: Mutex::new(Vec::new()),
             reaper,
+            pool,
         }
     }
 
@@ -206,6 +224,17 @@ impl Wake for IdleWaker {
 }
 
 impl IdleWaker {
+    /// hyper's connection future ended on its task: the pool, if it is still there,
+    /// takes the connection out of its idle list and learns from the close.
+    fn ended_on_task(&self) {
+        let Some(woken) = self.woken.upgrade() else {
+            return;
+        };
+        if let Some(pool) = woken.pool.upgrade() {
+            pool.connection_ended(&self.origin, self.id);
+        }
+    }
+
     /// Lists the connection for the reaper to look at, and wakes it.
     fn list_for_reaper(&self) {
         if let Some(woken) = self.woken.upgrade() {
@@ -221,53 +250,50 @@ impl IdleWaker {
 
 /// A connection's future on its way to a task of its own; spawned outside the pool's
 /// lock (see the locking rule in [`pool`](super)).
-pub(in crate::pool) struct OwnTask<B> {
+pub(in crate::pool) struct OwnTask {
     pub(in crate::pool) driver: ConnFuture,
-    pub(in crate::pool) pool: Option<Weak<Pool<B>>>,
     /// The connection's watch: its origin and id, and the flag to set if the task is
     /// dropped unfinished.
     pub(in crate::pool) watch: Arc<IdleWaker>,
 }
 
-impl<B: Send + 'static> OwnTask<B> {
+impl OwnTask {
     pub(in crate::pool) fn spawn(self) {
-        spawn_driver(self.driver, self.pool, self.watch);
+        spawn_driver(self.driver, self.watch);
     }
 }
 
 /// Runs hyper's connection future `driver` on a task of its own, which tells the pool
 /// when the connection ends. Generic, so that a future spawned as the connection opens
 /// lives in its task unboxed, as hyper-util's do: one allocation, not two.
-fn spawn_driver<B, F>(driver: F, pool: Option<Weak<Pool<B>>>, watch: Arc<IdleWaker>)
+fn spawn_driver<F>(driver: F, watch: Arc<IdleWaker>)
 where
-    B: Send + 'static,
     F: Future<Output = hyper::Result<()>> + Send + 'static,
 {
-    let unfinished = TaskGone(Some(Arc::clone(&watch)));
     tokio::spawn(DriverTask {
         driver,
-        unfinished: Some(unfinished),
-        pool,
-        watch,
+        watch: TaskGone(Some(watch)),
     });
 }
 
 pin_project_lite::pin_project! {
     /// The task of [`spawn_driver`]. A hand-written future rather than an `async`
     /// block, which would keep room for the driver twice (as captured, and as
-    /// awaited): about 650 bytes more per connection.
-    struct DriverTask<B, F> {
+    /// awaited): about 650 bytes more per connection. Beside the driver it holds one
+    /// pointer: tokio rounds a task up to a multiple of 128 bytes, and hyper's
+    /// HTTP/1.1 connection future (656 bytes) plus one pointer fills 768 exactly, where
+    /// three pointers made it 896 (`benches/memory.rs`).
+    struct DriverTask<F> {
         #[pin]
         driver: F,
-        unfinished: Option<TaskGone>,
-        pool: Option<Weak<Pool<B>>>,
-        watch: Arc<IdleWaker>,
+        // The connection's watch, until the driver finishes: dropped before that, the
+        // task marks the connection's task as gone.
+        watch: TaskGone,
     }
 }
 
-impl<B, F> Future for DriverTask<B, F>
+impl<F> Future for DriverTask<F>
 where
-    B: Send + 'static,
     F: Future<Output = hyper::Result<()>>,
 {
     type Output = ();
@@ -275,56 +301,47 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let this = self.project();
         let result = std::task::ready!(this.driver.poll(cx));
-        let watch = &*this.watch;
-        if let Err(error) = result {
-            tracing::debug!(origin = %watch.origin, conn = watch.id, %error, "connection ended with an error");
-        }
-        if let Some(unfinished) = this.unfinished.take() {
-            unfinished.finished();
-        }
-        if let Some(pool) = this.pool.take().and_then(|pool| pool.upgrade()) {
-            pool.connection_ended(&watch.origin, watch.id);
+        if let Some(watch) = this.watch.finished() {
+            if let Err(error) = result {
+                tracing::debug!(origin = %watch.origin, conn = watch.id, %error, "connection ended with an error");
+            }
+            watch.ended_on_task();
         }
         std::task::Poll::Ready(())
     }
 }
 
 /// What a connection about to open needs to start hyper's connection future: its id,
-/// its watch's parts, its pool, and who will poll it. The connect function
+/// its watch's parts, and who will poll it. The connect function
 /// ([`ConnectFn`](super::ConnectFn)) receives it, because only there is the future's
 /// concrete type known: [`DriverHome::start`] spawns it unboxed.
-pub(crate) struct DriverHome<B> {
+pub(crate) struct DriverHome {
     id: u64,
     origin: Arc<Origin>,
     woken: Weak<WokenConns>,
     counters: Weak<Counters>,
-    pool: Weak<Pool<B>>,
     /// Whether the future gets a task of its own (see `Conn::home`), or is polled
     /// here.
     own_task: bool,
 }
 
-impl<B> DriverHome<B> {
+impl DriverHome {
     pub(in crate::pool) fn new(
         id: u64,
         origin: Arc<Origin>,
         woken: Weak<WokenConns>,
         counters: Weak<Counters>,
-        pool: Weak<Pool<B>>,
         own_task: bool,
-    ) -> DriverHome<B> {
+    ) -> DriverHome {
         DriverHome {
             id,
             origin,
             woken,
             counters,
-            pool,
             own_task,
         }
     }
-}
 
-impl<B: Send + 'static> DriverHome<B> {
     /// Starts hyper's connection future once the handshake is done: on a task of its
     /// own, or boxed, to be polled by the request that has the connection.
     pub(crate) fn start<F>(self, driver: F) -> Started
@@ -338,7 +355,7 @@ impl<B: Send + 'static> DriverHome<B> {
             self.counters,
         ));
         let driver: Option<ConnFuture> = if self.own_task {
-            spawn_driver(driver, Some(self.pool), Arc::clone(&watch));
+            spawn_driver(driver, Arc::clone(&watch));
             None
         } else {
             Some(Box::pin(driver))
@@ -360,9 +377,9 @@ pub(crate) struct Started {
 struct TaskGone(Option<Arc<IdleWaker>>);
 
 impl TaskGone {
-    /// The connection future ran to its end: nothing to mark.
-    fn finished(mut self) {
-        self.0 = None;
+    /// The connection future ran to its end: nothing to mark; the watch, the first time.
+    fn finished(&mut self) -> Option<Arc<IdleWaker>> {
+        self.0.take()
     }
 }
 

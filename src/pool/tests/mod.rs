@@ -35,7 +35,7 @@ fn pool_with(
     let made = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&made);
     let succeeds = Arc::new(succeeds);
-    let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri, home: DriverHome<_>| {
+    let connect: ConnectFn<Empty<Bytes>> = Box::new(move |_: Uri, home: DriverHome| {
         let counter = Arc::clone(&counter);
         let succeeds = Arc::clone(&succeeds);
         Box::pin(async move {
