@@ -12,6 +12,87 @@ use socket2::SockRef;
 
 use crate::info::SocketOptions;
 
+/// [`SocketOptions`] as every connection keeps them: 20 bytes rather than 64 (each
+/// `Option<Duration>` is 16). The kernel reports these options in whole seconds
+/// (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`) or milliseconds (`TCP_USER_TIMEOUT`, an unsigned
+/// 32-bit count), so a millisecond count in 32 bits holds every value read back
+/// exactly; anything longer (not a value a kernel reports) would read as `u32::MAX`
+/// milliseconds, about 49 days.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackedOptions {
+    idle_ms: u32,
+    interval_ms: u32,
+    retries: u32,
+    user_timeout_ms: u32,
+    /// Which of the four above are present ([`IDLE`] ...), and the two flags: absent,
+    /// false or true, two bits each.
+    present: u8,
+    nodelay: u8,
+    keepalive: u8,
+}
+
+const IDLE: u8 = 1;
+const INTERVAL: u8 = 2;
+const RETRIES: u8 = 4;
+const USER_TIMEOUT: u8 = 8;
+
+fn pack_flag(flag: Option<bool>) -> u8 {
+    match flag {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
+
+fn unpack_flag(flag: u8) -> Option<bool> {
+    match flag {
+        0 => None,
+        n => Some(n == 2),
+    }
+}
+
+impl PackedOptions {
+    pub(crate) fn pack(options: &SocketOptions) -> PackedOptions {
+        let mut present = 0;
+        let mut ms = |value: Option<Duration>, bit: u8| match value {
+            Some(value) => {
+                present |= bit;
+                u32::try_from(value.as_millis()).unwrap_or(u32::MAX)
+            }
+            None => 0,
+        };
+        let idle_ms = ms(options.keepalive_idle, IDLE);
+        let interval_ms = ms(options.keepalive_interval, INTERVAL);
+        let user_timeout_ms = ms(options.user_timeout, USER_TIMEOUT);
+        if options.keepalive_retries.is_some() {
+            present |= RETRIES;
+        }
+        PackedOptions {
+            idle_ms,
+            interval_ms,
+            retries: options.keepalive_retries.unwrap_or(0),
+            user_timeout_ms,
+            present,
+            nodelay: pack_flag(options.nodelay),
+            keepalive: pack_flag(options.keepalive),
+        }
+    }
+
+    pub(crate) fn unpack(&self) -> SocketOptions {
+        let ms = |value: u32, bit: u8| {
+            (self.present & bit != 0).then(|| Duration::from_millis(u64::from(value)))
+        };
+        SocketOptions {
+            nodelay: unpack_flag(self.nodelay),
+            keepalive: unpack_flag(self.keepalive),
+            keepalive_idle: ms(self.idle_ms, IDLE),
+            keepalive_interval: ms(self.interval_ms, INTERVAL),
+            keepalive_retries: (self.present & RETRIES != 0).then_some(self.retries),
+            user_timeout: ms(self.user_timeout_ms, USER_TIMEOUT),
+        }
+    }
+}
+
 impl SocketOptions {
     pub(crate) fn read_from(sock: &SockRef<'_>) -> SocketOptions {
         let mut options = SocketOptions {
@@ -113,6 +194,30 @@ cfg_else! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection keeps its options packed; they read back as they were.
+    #[test]
+    fn packed_options_read_back_as_they_were() {
+        let all_none = SocketOptions::default();
+        let full = SocketOptions {
+            nodelay: Some(true),
+            keepalive: Some(false),
+            keepalive_idle: Some(Duration::from_secs(32_767)),
+            keepalive_interval: Some(Duration::from_secs(1)),
+            keepalive_retries: Some(0),
+            user_timeout: Some(Duration::from_millis(4_294_967_295)),
+        };
+        let some = SocketOptions {
+            keepalive: Some(true),
+            keepalive_interval: Some(Duration::ZERO),
+            user_timeout: Some(Duration::from_millis(4_500)),
+            ..SocketOptions::default()
+        };
+        for options in [all_none, full, some] {
+            assert_eq!(PackedOptions::pack(&options).unpack(), options);
+        }
+        assert!(std::mem::size_of::<PackedOptions>() <= 20);
+    }
 
     /// What the setters apply is what the read-back reports, on every platform: both
     /// come from the same platform lists.

@@ -30,6 +30,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::info::SocketOptions;
+use crate::io::options::PackedOptions;
 
 mod traits;
 
@@ -84,7 +85,8 @@ struct Shared {
     stream: Stream,
     remote_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
-    options: SocketOptions,
+    /// Packed: the socket record is per connection.
+    options: PackedOptions,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     /// Plaintext bytes a layer above the socket handed to hyper.
@@ -128,7 +130,7 @@ impl SocketIo {
                 stream,
                 remote_addr,
                 local_addr,
-                options,
+                options: PackedOptions::pack(&options),
                 bytes_read: AtomicU64::new(0),
                 bytes_written: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
@@ -163,7 +165,7 @@ impl SocketHandle {
     /// The socket options as the kernel reported them when the connection was opened
     /// (all `None` on a Unix domain socket, where the TCP options do not apply).
     pub fn socket_options(&self) -> SocketOptions {
-        self.shared.options
+        self.shared.options.unpack()
     }
 
     /// Reads the socket options from the kernel now (one `getsockopt` per option; none
