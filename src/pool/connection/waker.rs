@@ -390,3 +390,22 @@ impl Drop for TaskGone {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's task holds hyper's connection future and one pointer, no more:
+    /// tokio rounds a task up to a multiple of 128 bytes, and with hyper's HTTP/1.1
+    /// connection future (656 bytes today) one more field would cost 128 bytes per
+    /// connection (see `DriverTask`).
+    #[test]
+    fn a_connections_task_adds_one_pointer_to_hypers_future() {
+        type Body = crate::body::ReplayBody<http_body_util::Empty<bytes::Bytes>>;
+        type Driver = hyper::client::conn::http1::Connection<crate::connect::BuiltinIo, Body>;
+        assert_eq!(
+            std::mem::size_of::<DriverTask<Driver>>(),
+            std::mem::size_of::<Driver>() + std::mem::size_of::<usize>()
+        );
+    }
+}
