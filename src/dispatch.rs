@@ -145,50 +145,92 @@ impl<B: Body> Dispatch<ReplayBody<B>> {
                         )
                         .with_attempts(attempts));
                     }
-                    let progress =
-                        io::progress(before, conn.socket.as_ref().map(SocketHandle::mark));
-                    let error = error.into_error();
-                    if body.has_failed() {
-                        // The caller's body broke, not the connection: nothing to learn
-                        // about the server, and nothing that may be sent again.
-                        pool.evict(
-                            &origin,
-                            conn,
-                            Evict::RequestFailed,
-                            Duration::ZERO,
-                            "the request body failed",
-                        );
-                        return Err(Error::body(progress, reused, error).with_attempts(attempts));
-                    }
-                    // hyper counts "dispatch task gone" (its connection future dropped
-                    // with its runtime) as a user error too; that one is classified by
-                    // the bytes that reached the wire, like any connection failure.
-                    if error.is_user() && progress == Progress::NotWritten && !conn.task_gone() {
-                        pool.evict(
-                            &origin,
-                            conn,
-                            Evict::RequestFailed,
-                            Duration::ZERO,
-                            "hyper refused the request",
-                        );
-                        return Err(Error::unsupported("hyper refused to send the request")
-                            .with_source(error)
-                            .with_attempts(attempts));
-                    }
-                    let reason = if conn.task_gone() {
-                        Evict::TaskGone
-                    } else if reused && progress != Progress::ResponseStarted {
-                        // The server closed this connection after about `idle_for` idle.
-                        pool.observe_server_close(&origin, idle_for);
-                        Evict::ClosedByServer
-                    } else {
-                        Evict::RequestFailed
+                    let attempt = FailedAttempt {
+                        reused,
+                        idle_for,
+                        attempts,
+                        body_failed: body.has_failed(),
+                        before,
                     };
-                    pool.evict(&origin, conn, reason, idle_for, "the request failed on it");
-                    return Err(Error::request(progress, reused, error).with_attempts(attempts));
+                    return Err(attempt.close(pool, &origin, conn, error.into_error()));
                 }
             }
         }
+    }
+}
+
+/// An attempt that failed once hyper had taken the request: what is known of it, for
+/// [`close`](FailedAttempt::close). Out of line and marked cold, as all failure
+/// handling is here: the request path stays short in the instruction cache.
+struct FailedAttempt {
+    reused: bool,
+    idle_for: Duration,
+    attempts: u32,
+    /// The caller's request body failed.
+    body_failed: bool,
+    /// The socket's byte counts before the request was sent.
+    before: Option<io::Mark>,
+}
+
+impl FailedAttempt {
+    /// Classifies the failure by how far the request got, closes the connection under
+    /// the reason that says who ended it (learning from a server's close), and returns
+    /// the error.
+    #[cold]
+    #[inline(never)]
+    fn close<B: Send + 'static>(
+        self,
+        pool: &Arc<Pool<B>>,
+        origin: &Origin,
+        conn: Conn<B>,
+        error: hyper::Error,
+    ) -> Error {
+        let FailedAttempt {
+            reused,
+            idle_for,
+            attempts,
+            body_failed,
+            before,
+        } = self;
+        let progress = io::progress(before, conn.socket.as_ref().map(SocketHandle::mark));
+        if body_failed {
+            // The caller's body broke, not the connection: nothing to learn about the
+            // server, and nothing that may be sent again.
+            pool.evict(
+                origin,
+                conn,
+                Evict::RequestFailed,
+                Duration::ZERO,
+                "the request body failed",
+            );
+            return Error::body(progress, reused, error).with_attempts(attempts);
+        }
+        // hyper counts "dispatch task gone" (its connection future dropped with its
+        // runtime) as a user error too; that one is classified by the bytes that reached
+        // the wire, like any connection failure.
+        if error.is_user() && progress == Progress::NotWritten && !conn.task_gone() {
+            pool.evict(
+                origin,
+                conn,
+                Evict::RequestFailed,
+                Duration::ZERO,
+                "hyper refused the request",
+            );
+            return Error::unsupported("hyper refused to send the request")
+                .with_source(error)
+                .with_attempts(attempts);
+        }
+        let reason = if conn.task_gone() {
+            Evict::TaskGone
+        } else if reused && progress != Progress::ResponseStarted {
+            // The server closed this connection after about `idle_for` idle.
+            pool.observe_server_close(origin, idle_for);
+            Evict::ClosedByServer
+        } else {
+            Evict::RequestFailed
+        };
+        pool.evict(origin, conn, reason, idle_for, "the request failed on it");
+        Error::request(progress, reused, error).with_attempts(attempts)
     }
 }
 

@@ -152,18 +152,14 @@ fn origin_hash(scheme: &Scheme, authority: &Authority) -> u64 {
 
 impl Origin {
     pub(crate) fn from_uri(uri: &Uri) -> Result<Origin, Error> {
-        let scheme = uri.scheme().ok_or_else(|| {
-            Error::invalid_uri(format!(
-                "`{uri}` has no scheme; the client needs an absolute URI such as http://host/path"
-            ))
-        })?;
-        let default_port = default_port(scheme.as_str()).ok_or_else(|| {
-            Error::invalid_uri(format!(
-                "`{uri}` has scheme `{scheme}`; only `http` and `https` are supported"
-            ))
-        })?;
+        let Some(scheme) = uri.scheme() else {
+            return Err(invalid_uri(uri, Invalid::NoScheme));
+        };
+        let Some(default_port) = default_port(scheme.as_str()) else {
+            return Err(invalid_uri(uri, Invalid::Scheme));
+        };
         let Some(authority) = uri.authority() else {
-            return Err(Error::invalid_uri(format!("`{uri}` has no host")));
+            return Err(invalid_uri(uri, Invalid::NoHost));
         };
         let AuthorityParts {
             has_userinfo,
@@ -171,17 +167,11 @@ impl Origin {
             port,
         } = authority_parts(authority);
         if host_is_empty {
-            return Err(Error::invalid_uri(format!("`{uri}` has no host")));
+            return Err(invalid_uri(uri, Invalid::NoHost));
         }
-        let needs_rewrite = has_userinfo || port == Some(default_port);
-        let authority = if needs_rewrite {
-            let rebuilt = match authority.port_u16() {
-                Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-                _ => authority.host().to_owned(),
-            };
-            rebuilt
-                .parse()
-                .map_err(|_| Error::invalid_uri(format!("`{uri}` has an invalid host")))?
+        let authority = if has_userinfo || port == Some(default_port) {
+            canonical_authority(authority, default_port)
+                .ok_or_else(|| invalid_uri(uri, Invalid::Host))?
         } else {
             authority.clone()
         };
@@ -212,6 +202,44 @@ impl Origin {
     pub(crate) fn authority(&self) -> &str {
         self.authority.as_str()
     }
+}
+
+/// What is wrong with a URI the client cannot send to.
+enum Invalid {
+    NoScheme,
+    Scheme,
+    NoHost,
+    Host,
+}
+
+/// The error for a URI [`Origin::from_uri`] refuses. Out of line and cold: the request
+/// path stays short in the instruction cache.
+#[cold]
+#[inline(never)]
+fn invalid_uri(uri: &Uri, what: Invalid) -> Error {
+    Error::invalid_uri(match what {
+        Invalid::NoScheme => format!(
+            "`{uri}` has no scheme; the client needs an absolute URI such as http://host/path"
+        ),
+        Invalid::Scheme => format!(
+            "`{uri}` has scheme `{}`; only `http` and `https` are supported",
+            uri.scheme_str().unwrap_or_default()
+        ),
+        Invalid::NoHost => format!("`{uri}` has no host"),
+        Invalid::Host => format!("`{uri}` has an invalid host"),
+    })
+}
+
+/// `authority` without user information and without the scheme's default port; `None`
+/// if what is left does not parse. Out of line: almost no request needs it.
+#[cold]
+#[inline(never)]
+fn canonical_authority(authority: &Authority, default_port: u16) -> Option<Authority> {
+    let rebuilt = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    rebuilt.parse().ok()
 }
 
 /// The host a connector dials (an IPv6 literal keeps its brackets) and the port: the

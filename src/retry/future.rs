@@ -270,7 +270,10 @@ impl<B: Body> SavedRequest<B> {
     }
 
     /// After a failed attempt: `Ok` when the policy resends the request (the next
-    /// attempt's body is ready), or the error to return.
+    /// attempt's body is ready), or the error to return. Out of line and cold, as is
+    /// [`name`](Self::name): the request path stays short in the instruction cache.
+    #[cold]
+    #[inline(never)]
     fn after_failure(&mut self, error: Error, retrier: &Retrier) -> Result<(), Error> {
         let attempts = self.attempts;
         let (head, body, spare, furthest) = match &mut self.mode {
@@ -337,6 +340,8 @@ impl<B: Body> SavedRequest<B> {
     }
 
     /// However the request failed, the caller learns which request it was.
+    #[cold]
+    #[inline(never)]
     fn name(&self, error: Error) -> Error {
         let method = match &self.mode {
             Mode::Once { method, .. } => method,
