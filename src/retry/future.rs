@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::budget::OriginBudget;
-use super::policy::Attempted;
+use super::policy::{is_idempotent, Attempted};
 use super::{marked_idempotent, Retrier};
 use crate::attempt::{AttemptsMade, FreshConnection, NotResendable};
 use crate::body::{Body, Recording, ReplayBody};
@@ -168,7 +168,8 @@ where
 
 /// What is kept of a request between its attempts.
 struct SavedRequest<B> {
-    /// An idempotency header or the `Idempotent` extension.
+    /// An idempotency header or the `Idempotent` extension, on a request whose method
+    /// is not idempotent (on one that is, a mark changes nothing and is not looked for).
     marked_idempotent: bool,
     /// The budget of the request's origin, once it has deposited into it; `None`
     /// before, and when the policy keeps none.
@@ -208,7 +209,10 @@ impl<B: Body> SavedRequest<B> {
     fn new(req: Request<B>, retrier: &Retrier) -> Self {
         let policy = retrier.policy();
         let (mut head, body) = req.into_parts();
-        let marked = marked_idempotent(&head.headers, &head.extensions);
+        // A mark matters only where the method is not idempotent already: a GET skips
+        // the two header lookups (each hashes a custom header name).
+        let marked =
+            !is_idempotent(&head.method) && marked_idempotent(&head.headers, &head.extensions);
         // An outer retry layer may already have made attempts for this request.
         let attempts = head.extensions.remove::<AttemptsMade>().map_or(0, |a| a.0);
         if !policy.resends_written(&head.method, marked) {

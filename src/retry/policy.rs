@@ -219,7 +219,7 @@ pub(crate) fn refusal(policy: &Policy, error: &Error, request: &Attempted<'_>) -
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
