@@ -2,12 +2,15 @@
 //!
 //! Every client sends the same request (`GET /`, one `host` header), reads the body to
 //! the end and checks its length, so no client is measured doing less work.
+//! `REQUEST_HEADERS=n` (at most 16) adds `n` header fields such as a browser's request
+//! carries through a proxy to the requests of closefirst and hyper-util (not to the
+//! raw client's, whose request is fixed bytes).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,6 +43,58 @@ pub(crate) struct Target {
     body_len: usize,
     /// Counted only for the in-process server.
     accepted: Option<Accepted>,
+    /// Header fields every pooled client's request carries (`REQUEST_HEADERS`).
+    headers: HeaderMap,
+}
+
+/// Request header fields as a browser's request has them after a proxy, for
+/// `REQUEST_HEADERS`.
+const HEADERS: [(&str, &str); 16] = [
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    ),
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ),
+    ("accept-language", "en-US,en;q=0.5"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("referer", "https://example.com/previous/page"),
+    (
+        "cookie",
+        "session=0123456789abcdef0123456789abcdef; theme=dark",
+    ),
+    ("x-request-id", "7f3c2a9e-4b1d-4c8e-9a6f-2d5e8b1c0a47"),
+    ("x-forwarded-for", "203.0.113.7, 198.51.100.23"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "www.example.com"),
+    (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ),
+    ("cache-control", "no-cache"),
+    ("pragma", "no-cache"),
+    ("dnt", "1"),
+    ("sec-fetch-mode", "navigate"),
+    ("upgrade-insecure-requests", "1"),
+];
+
+fn request_headers() -> HeaderMap {
+    let n = std::env::var("REQUEST_HEADERS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(HEADERS.len());
+    HEADERS[..n]
+        .iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        })
+        .collect()
 }
 
 impl Target {
@@ -51,6 +106,7 @@ impl Target {
                 .expect("a socket address makes a valid authority"),
             body_len,
             accepted,
+            headers: request_headers(),
         })
     }
 
@@ -115,15 +171,21 @@ impl Subject {
     pub(crate) async fn get(&self, target: &Target, slot: usize) -> usize {
         let len = match self {
             Subject::Closefirst(client) => {
-                let req = Request::get(target.uri.clone())
+                let mut req = Request::get(target.uri.clone())
                     .body(Empty::new())
                     .expect("a GET with a parsed URI is a valid request");
+                if !target.headers.is_empty() {
+                    req.headers_mut().clone_from(&target.headers);
+                }
                 read_to_end(client.request(req).await.expect("the bench server answers")).await
             }
             Subject::HyperUtilLegacy(client) => {
-                let req = Request::get(target.uri.clone())
+                let mut req = Request::get(target.uri.clone())
                     .body(Empty::new())
                     .expect("a GET with a parsed URI is a valid request");
+                if !target.headers.is_empty() {
+                    req.headers_mut().clone_from(&target.headers);
+                }
                 read_to_end(client.request(req).await.expect("the bench server answers")).await
             }
             Subject::Raw(client) => client.get(slot).await.expect("the bench server answers"),
